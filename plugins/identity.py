@@ -1,0 +1,32 @@
+"""Defense ``identity``: no protection, the baseline every table needs.
+
+The data owner sends the raw image; the untrusted party runs the unprotected target model on it.
+Every access fact holds: the "encoder" is the identity map, known to everyone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from torch import nn
+
+from privbench import hookimpl
+from privbench.core import Defense, Protection
+
+
+@dataclass
+class Identity(Defense):
+    """Send the image as it is; the server is the unprotected target model."""
+
+    name: ClassVar[str] = "identity"
+    summary: ClassVar[str] = "no protection: the raw image goes to the unprotected target model"
+
+    def fit(self, scenario, ctx) -> Protection:
+        return Protection(encoder=nn.Identity(), server=ctx.target_model(scenario),
+                          build_encoder=nn.Identity)
+
+
+@hookimpl
+def register_defenses(register):
+    register(Identity)

@@ -1,0 +1,222 @@
+"""The ``privbench`` command line: ``list``, ``matrix``, ``results``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+
+import click
+
+from privbench.errors import PrivbenchError
+
+FORMATS = ("table", "csv", "json")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="privbench")
+def main() -> None:
+    """privbench: the defense x attack matrix for data sent to untrusted ML parties."""
+
+
+def _registry():
+    from privbench.plugins import load_registry
+    return load_registry()
+
+
+def _console():
+    from rich.console import Console
+    return Console(stderr=False)
+
+
+@main.command("list")
+@click.argument("kind", required=False,
+                type=click.Choice(["datasets", "defenses", "attacks"], case_sensitive=False))
+@click.option("--format", "fmt", type=click.Choice(["table", "json"]), default="table",
+              show_default=True)
+def list_command(kind: str | None, fmt: str) -> None:
+    """List the registered datasets, defenses and attacks (all three without KIND)."""
+    registry = _registry()
+    kinds = [kind[:-1]] if kind else ["dataset", "defense", "attack"]
+    listing = {k + "s": [_describe(item) for item in registry.all(k)] for k in kinds}
+    if fmt == "json":
+        click.echo(json.dumps(listing, indent=2, default=str))
+        return
+    from rich.table import Table
+    console = _console()
+    for title, items in listing.items():
+        table = Table(title=title, show_lines=False)
+        for column in ("name", "summary", "access", "parameters", "package"):
+            table.add_column(column, overflow="fold")
+        for item in items:
+            params = ", ".join(f"{p['name']}={p['default']}" for p in item["parameters"])
+            table.add_row(item["name"], item["summary"], item.get("access", ""), params,
+                          f"{item['package']} {item['version']}")
+        console.print(table)
+
+
+def _describe(item) -> dict:
+    """A registered plugin as JSON-able data for ``privbench list``."""
+    cls = item.cls
+    info = {"name": item.name, "summary": cls.summary, "package": item.package,
+            "version": item.version, "parameters": [p.as_dict() for p in cls.parameters()]}
+    if item.kind == "attack":
+        info["threat_model"] = cls.threat_model
+        info["requires"] = sorted(cls.requires)
+        info["access"] = f"{cls.threat_model}; needs " + ", ".join(sorted(cls.requires))
+        info["privacy_mapping"] = cls.privacy_mapping
+    elif item.kind == "defense":
+        info["gives"] = sorted(cls.gives)
+        info["access"] = "gives " + ", ".join(sorted(cls.gives))
+    else:
+        info["tasks"] = {t.name: t.description for t in cls.tasks}
+        info["default_target"], info["default_private"] = cls.default_target, cls.default_private
+        info["access"] = "tasks: " + ", ".join(t.name for t in cls.tasks)
+    return info
+
+
+@main.command()
+@click.option("-c", "--config", "config_file", type=click.Path(dir_okay=False),
+              help="TOML matrix config; a list value is a sweep.")
+@click.option("--dataset", "datasets", multiple=True, metavar="SPEC",
+              help="NAME or NAME:key=value,... (repeatable). Default: digits.")
+@click.option("--defense", "defenses", multiple=True, metavar="SPEC",
+              help="NAME or NAME:key=value,... (repeatable). Default: every registered defense.")
+@click.option("--attack", "attacks", multiple=True, metavar="SPEC",
+              help="NAME or NAME:key=value,... (repeatable). Default: every registered attack.")
+@click.option("--seeds", default=None, help="Comma-separated seeds.  [default: 0]")
+@click.option("--db", default=None, help="SQLAlchemy URL or SQLite path.  [default: privbench.db]")
+@click.option("--device", default=None, help="auto, cpu or cuda.  [default: auto]")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Shared artifacts.  [default: $PRIVBENCH_HOME/cache]")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+              help="Where torchvision datasets live.  [default: $PRIVBENCH_HOME/data]")
+@click.option("--download/--no-download", default=None,
+              help="Let torchvision download missing datasets (needs internet).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_dir, data_dir,
+           download, quiet) -> None:
+    """Run the defense x attack matrix and store every cell."""
+    from privbench.matrix import MatrixConfig, entries_from_config, parse_seeds, read_config_file
+    from privbench.params import parse_spec
+    file_config = read_config_file(config_file) if config_file else {}
+
+    def pick(cli_value, key, default):
+        return cli_value if cli_value is not None else file_config.get(key, default)
+
+    config = MatrixConfig(
+        datasets=[parse_spec(s) for s in datasets] or entries_from_config(file_config, "dataset"),
+        defenses=[parse_spec(s) for s in defenses] or entries_from_config(file_config, "defense"),
+        attacks=[parse_spec(s) for s in attacks] or entries_from_config(file_config, "attack"),
+        seeds=parse_seeds(pick(seeds, "seeds", "0")))
+    _run_matrix(config, db=pick(db, "db", "privbench.db"), device=pick(device, "device", "auto"),
+                cache_dir=pick(cache_dir, "cache_dir", None), data_dir=pick(data_dir, "data_dir", None),
+                download=bool(pick(download, "download", False)), quiet=quiet)
+
+
+def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet) -> None:
+    from pathlib import Path
+
+    from privbench.context import (ArtifactCache, RunContext, default_cache_dir, privbench_home,
+                                   resolve_device)
+    from privbench.matrix import MatrixRunner, plan
+    from privbench.progress import RichProgress
+    from privbench.store import Store
+    registry = _registry()
+    plan(registry, config)  # validate every name and parameter before touching the store
+    store = Store(db)
+    console = _console()
+    with RichProgress(console, disable=quiet) as progress:
+        ctx = RunContext(device=resolve_device(str(device)), progress=progress,
+                         cache=ArtifactCache(cache_dir or default_cache_dir()),
+                         data_dir=Path(data_dir) if data_dir else privbench_home() / "data",
+                         download=download)
+        runner = MatrixRunner(registry, store, ctx)
+        try:
+            report = runner.run(config)
+        except KeyboardInterrupt:
+            progress.progress.stop()
+            click.echo("interrupted: every finished cell is kept in the store; "
+                       "rerun the same command to go on", err=True)
+            sys.exit(130)
+    from privbench.store import summarize
+    _print_table(console, summarize(store.cells(report.keys)))
+    console.print(f"{report.planned} cells: {report.skipped} already finished, "
+                  f"{len(report.outcomes)} run in {report.wall_s:.1f} s; results in {store.url}")
+    if report.failures:
+        for outcome in report.failures:
+            click.echo(f"failed: {outcome.dataset_spec} · {outcome.defense_spec} · "
+                       f"{outcome.attack_spec} · seed {outcome.seed}: {outcome.reason}", err=True)
+        sys.exit(1)
+
+
+KEY_METRICS = ("utility.accuracy", "utility.drop", "privacy.score", "attack.psnr", "attack.ssim",
+               "attack.accuracy", "attack.chance")
+
+
+def _print_table(console, rows: list[dict]) -> None:
+    from rich.table import Table
+    table = Table(title="results (mean ± std over seeds)")
+    for column in ("dataset", "defense", "attack", "threat model", "seeds", *KEY_METRICS):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        cells = [_mean_std(row["metrics"].get(name)) for name in KEY_METRICS]
+        if row["status"] != "done":
+            cells = [f"{row['status']}: {row['reason'] or ''}"] + [""] * (len(KEY_METRICS) - 1)
+        table.add_row(row["dataset"], row["defense"], row["attack"], row["threat_model"],
+                      ",".join(map(str, row["seeds"])), *cells)
+    console.print(table)
+
+
+def _mean_std(stat: dict | None) -> str:
+    if stat is None:
+        return "—"
+    return f"{stat['mean']:.3f} ± {stat['std']:.3f}" if stat["n"] > 1 else f"{stat['mean']:.3f}"
+
+
+@main.command()
+@click.option("--db", default="privbench.db", show_default=True,
+              help="SQLAlchemy URL or SQLite path.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--cells", "per_cell", is_flag=True, help="One row per cell (every seed) instead.")
+def results(db: str, fmt: str, per_cell: bool) -> None:
+    """Show stored results: per (dataset, defense, attack), each metric's mean and std over seeds."""
+    from privbench.store import Store, cell_as_dict, summarize
+    store = Store(db)
+    cells = store.cells()
+    rows = [cell_as_dict(c) for c in cells] if per_cell else summarize(cells)
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, default=str))
+    elif fmt == "csv":
+        click.echo(_as_csv(rows, per_cell), nl=False)
+    elif per_cell:
+        click.echo(json.dumps(rows, indent=2, default=str))
+    else:
+        _print_table(_console(), rows)
+
+
+def _as_csv(rows: list[dict], per_cell: bool) -> str:
+    """Long format: one line per (row, metric) with mean, std and n (or the cell's value)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    if per_cell:
+        writer.writerow(["dataset", "defense", "attack", "seed", "threat_model", "status", "metric",
+                         "value"])
+        for row in rows:
+            for name, value in row["metrics"].items() or [("", "")]:
+                writer.writerow([row["dataset"], row["defense"], row["attack"], row["seed"],
+                                 row["threat_model"], row["status"], name, value])
+        return buffer.getvalue()
+    writer.writerow(["dataset", "defense", "attack", "threat_model", "status", "seeds", "metric",
+                     "mean", "std", "n"])
+    for row in rows:
+        seeds = " ".join(map(str, row["seeds"]))
+        for name, stat in row["metrics"].items() or [("", {"mean": "", "std": "", "n": 0})]:
+            writer.writerow([row["dataset"], row["defense"], row["attack"], row["threat_model"],
+                             row["status"], seeds, name, stat["mean"], stat["std"], stat["n"]])
+    return buffer.getvalue()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,118 @@
+"""The run context: device, seed, artifact cache, progress, and the shared artifacts.
+
+Shared artifacts (the unprotected target model, fitted defenses) are trained once and cached on
+disk under a key derived from everything that determines them, so every cell and every later run
+reuses them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from privbench.errors import PrivbenchError
+from privbench.progress import SilentProgress
+
+# Bump when a change to training code makes older cached artifacts wrong.
+ARTIFACT_RECIPE = 1
+
+
+def privbench_home() -> Path:
+    return Path(os.environ.get("PRIVBENCH_HOME", Path.home() / ".privbench"))
+
+
+def default_cache_dir() -> Path:
+    return privbench_home() / "cache"
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` picks CUDA when present, else the CPU; ``cuda`` without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise PrivbenchError("--device cuda was asked for but torch sees no CUDA device; "
+                             "accepted here: auto, cpu")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise PrivbenchError(f"unknown device '{name}'; accepted: auto, cpu, cuda, cuda:N") from None
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """A stable short hash of a JSON-able config."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+class ArtifactCache:
+    """Pickled artifacts on disk, one file per (kind, config), written atomically."""
+
+    def __init__(self, root: Path | str | None) -> None:
+        self.root = Path(root) if root is not None else None
+
+    def path(self, kind: str, config: dict[str, Any]) -> Path | None:
+        if self.root is None:
+            return None
+        return self.root / kind / f"{config_key(config)}.pt"
+
+    def get_or_build(self, kind: str, config: dict[str, Any], build: Callable[[], Any]) -> tuple[Any, float]:
+        """The cached artifact and the seconds its build took (when first built)."""
+        config = {**config, "recipe": ARTIFACT_RECIPE}
+        path = self.path(kind, config)
+        if path is not None and path.exists():
+            try:
+                record = torch.load(path, map_location="cpu", weights_only=False)
+                return record["artifact"], record["build_s"]
+            except Exception:  # a corrupt or outdated file: rebuild it
+                path.unlink(missing_ok=True)
+        started = time.perf_counter()
+        artifact = build()
+        build_s = time.perf_counter() - started
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+                torch.save({"artifact": artifact, "build_s": build_s, "config": config}, tmp)
+            os.replace(tmp.name, path)
+        return artifact, build_s
+
+
+@dataclasses.dataclass
+class RunContext:
+    """What every defense and attack receives: where to compute, with which seed, what to reuse."""
+
+    device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    cache: ArtifactCache = dataclasses.field(default_factory=lambda: ArtifactCache(None))
+    progress: Any = dataclasses.field(default_factory=SilentProgress)
+    data_dir: Path = dataclasses.field(default_factory=lambda: privbench_home() / "data")
+    download: bool = False
+
+    def target_model(self, scenario) -> torch.nn.Module:
+        """The service's unprotected classifier for the scenario's target task (shared artifact)."""
+        model, _ = self.cache.get_or_build("target-model", self._target_config(scenario),
+                                           lambda: self._train_target(scenario))
+        return model.to(self.device).eval()
+
+    def _target_config(self, scenario) -> dict[str, Any]:
+        source = scenario.source
+        return {**scenario.cache_config(), "task": scenario.target_task, "arch": source.arch,
+                "epochs": source.target_epochs}
+
+    def _train_target(self, scenario) -> torch.nn.Module:
+        from privbench.models import classifier
+        from privbench.training import seed_everything, train_classifier
+        seed_everything(scenario.seed)
+        model = classifier(scenario.source.arch, scenario.image_shape, scenario.classes())
+        model = train_classifier(model, scenario.images("owner"), scenario.labels("owner"), self,
+                                 epochs=scenario.source.target_epochs,
+                                 description=f"target model ({scenario.source.arch})")
+        return model.cpu()

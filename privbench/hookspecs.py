@@ -1,0 +1,27 @@
+"""The pluggy hook specifications: one per plugin kind, each a one-line contract.
+
+A plugin module implements any of these with ``@privbench.hookimpl`` and is listed under the
+``[project.entry-points.privbench]`` table of its package.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("privbench")
+hookimpl = pluggy.HookimplMarker("privbench")
+
+
+@hookspec
+def register_datasets(register):
+    """Call ``register(DatasetSpec)`` for each dataset this plugin provides."""
+
+
+@hookspec
+def register_defenses(register):
+    """Call ``register(DefenseClass)`` for each defense (a ``privbench.core.Defense`` subclass)."""
+
+
+@hookspec
+def register_attacks(register):
+    """Call ``register(AttackClass)`` for each attack (a ``privbench.core.Attack`` subclass)."""

@@ -1,0 +1,141 @@
+"""Model architectures that adapt to the image size instead of assuming 28 x 28.
+
+``lenet`` follows He et al.'s MNIST LeNet (conv1 1->8 5x5, pool, conv2 8->16 5x5, pool, fc 120,
+fc 84, fc classes) with named layers so a split defense can cut it by name. Images smaller than
+20 pixels get "same" padding (8 x 8 digits would otherwise vanish after two 5 x 5 convolutions);
+the first fully connected layer is sized by a dry run. ``resnet18`` is torchvision's, with the
+CIFAR-style stem (3 x 3 stride-1 convolution, no max-pool) that small images need.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+SMALL_IMAGE = 20
+
+
+class Normalize(nn.Module):
+    """Map [0, 1] inputs to [-1, 1] (He et al.'s mean 0.5 / std 0.5 normalisation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - 0.5) / 0.5
+
+
+def flat_size(layers: nn.Module, shape: tuple[int, ...]) -> int:
+    with torch.no_grad():
+        return int(layers(torch.zeros(1, *shape)).flatten(1).shape[1])
+
+
+def lenet(shape: tuple[int, int, int], classes: int) -> nn.Sequential:
+    """He et al.'s LeNet for an input of ``shape`` = (C, H, W), layers named for splitting."""
+    channels, height, width = shape
+    padding = 2 if min(height, width) < SMALL_IMAGE else 0
+    features = nn.Sequential(OrderedDict([
+        ("normalize", Normalize()),
+        ("conv1", nn.Conv2d(channels, 8, 5, padding=padding)),
+        ("relu1", nn.ReLU()),
+        ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(8, 16, 5, padding=padding)),
+        ("relu2", nn.ReLU()),
+        ("pool2", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+    ]))
+    flat = flat_size(features, shape)
+    return nn.Sequential(OrderedDict([
+        *features.named_children(),
+        ("fc1", nn.Linear(flat, 120)),
+        ("relu3", nn.ReLU()),
+        ("fc2", nn.Linear(120, 84)),
+        ("relu4", nn.ReLU()),
+        ("fc3", nn.Linear(84, classes)),
+    ]))
+
+
+def resnet18(shape: tuple[int, int, int], classes: int) -> nn.Module:
+    """torchvision's ResNet-18 with a stem for small images and ``shape[0]`` input channels."""
+    from torchvision.models import resnet18 as tv_resnet18
+    model = tv_resnet18(weights=None, num_classes=classes)
+    model.conv1 = nn.Conv2d(shape[0], 64, 3, stride=1, padding=1, bias=False)
+    model.maxpool = nn.Identity()
+    return nn.Sequential(OrderedDict([("normalize", Normalize()), ("resnet", model)]))
+
+
+def mlp(shape: tuple[int, ...], classes: int, hidden: int = 256) -> nn.Sequential:
+    """A two-layer perceptron on flattened inputs, for feature vectors and tiny feature maps."""
+    size = 1
+    for dim in shape:
+        size *= dim
+    return nn.Sequential(OrderedDict([
+        ("flatten", nn.Flatten()),
+        ("fc1", nn.Linear(size, hidden)),
+        ("relu1", nn.ReLU()),
+        ("fc2", nn.Linear(hidden, classes)),
+    ]))
+
+
+ARCHITECTURES = {"lenet": lenet, "resnet18": resnet18}
+
+
+def classifier(arch: str, shape: tuple[int, ...], classes: int) -> nn.Module:
+    """A classifier for inputs of ``shape``: ``arch`` for images, an MLP for vectors."""
+    if len(shape) == 3 and min(shape[1:]) >= 4:
+        return ARCHITECTURES[arch](shape, classes)
+    return mlp(shape, classes)
+
+
+def feature_classifier(shape: tuple[int, ...], classes: int) -> nn.Module:
+    """An attacker's classifier on protected data: a small CNN on maps, an MLP otherwise."""
+    if len(shape) == 3 and min(shape[1:]) >= 4:
+        channels, height, width = shape
+        convs = nn.Sequential(OrderedDict([
+            ("conv1", nn.Conv2d(channels, 32, 3, padding=1)), ("relu1", nn.ReLU()),
+            ("conv2", nn.Conv2d(32, 64, 3, padding=1)), ("relu2", nn.ReLU()),
+            ("pool", nn.AdaptiveAvgPool2d((min(height, 4), min(width, 4)))), ("flatten", nn.Flatten()),
+        ]))
+        flat = flat_size(convs, shape)
+        return nn.Sequential(OrderedDict([*convs.named_children(), ("fc1", nn.Linear(flat, 128)),
+                                          ("relu3", nn.ReLU()), ("fc2", nn.Linear(128, classes))]))
+    return mlp(shape, classes)
+
+
+class Decoder(nn.Module):
+    """Maps protected data z back to an image of ``image_shape`` (an inverse network).
+
+    Feature maps go through 3 x 3 convolutions and stride-2 transposed convolutions until they
+    reach the image size (He et al.: transposed-convolution layers mirroring the client part);
+    vectors first go through a linear layer onto a coarse map. A sigmoid keeps pixels in [0, 1].
+    """
+
+    def __init__(self, z_shape: tuple[int, ...], image_shape: tuple[int, int, int],
+                 width: int = 64) -> None:
+        super().__init__()
+        channels, height, image_width = image_shape
+        self.image_size = (height, image_width)
+        if len(z_shape) == 3:
+            self.stem = nn.Identity()
+            in_channels, z_height = z_shape[0], z_shape[1]
+        else:
+            z_height = max(1, height // 4)
+            size = 1
+            for dim in z_shape:
+                size *= dim
+            self.stem = nn.Sequential(nn.Flatten(), nn.Linear(size, width * z_height * z_height),
+                                      nn.ReLU(), nn.Unflatten(1, (width, z_height, z_height)))
+            in_channels = width
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, width, 3, padding=1), nn.ReLU()]
+        while z_height < height:
+            layers += [nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.ReLU()]
+            z_height *= 2
+        layers += [nn.Conv2d(width, width, 3, padding=1), nn.ReLU(),
+                   nn.Conv2d(width, channels, 3, padding=1)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        out = self.body(self.stem(z))
+        if tuple(out.shape[-2:]) != self.image_size:
+            out = nn.functional.interpolate(out, size=self.image_size, mode="bilinear",
+                                            align_corners=False)
+        return torch.sigmoid(out)

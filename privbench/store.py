@@ -1,0 +1,265 @@
+"""The results store: SQLAlchemy 2.0 typed models and queries.
+
+SQLite (``privbench.db`` in the working directory) by default, with WAL and a busy timeout so
+readers and a writer can share it; ``--db`` takes any SQLAlchemy URL (a plain path means a SQLite
+file). A schema version is recorded and checked on open.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text,
+                        UniqueConstraint, create_engine, delete, event, inspect, select)
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
+
+from privbench.errors import PrivbenchError
+
+SCHEMA_VERSION = 1
+DEFAULT_DB = "sqlite:///privbench.db"
+FINISHED = ("done", "not-applicable")
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class SchemaInfo(Base):
+    __tablename__ = "schema_info"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+
+class Run(Base):
+    """One invocation of the matrix."""
+
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(DateTime)
+    status: Mapped[str] = mapped_column(String(32), default="running")
+    config: Mapped[dict] = mapped_column(JSON)
+    versions: Mapped[dict] = mapped_column(JSON)
+    host: Mapped[str] = mapped_column(String(256))
+
+
+class Cell(Base):
+    """One (dataset, defense + params, attack + params, seed) of the matrix and its outcome."""
+
+    __tablename__ = "cells"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), unique=True, index=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"))
+    dataset: Mapped[str] = mapped_column(String(128))
+    dataset_spec: Mapped[str] = mapped_column(Text)
+    dataset_params: Mapped[dict] = mapped_column(JSON)
+    defense: Mapped[str] = mapped_column(String(128))
+    defense_spec: Mapped[str] = mapped_column(Text)
+    defense_params: Mapped[dict] = mapped_column(JSON)
+    attack: Mapped[str] = mapped_column(String(128))
+    attack_spec: Mapped[str] = mapped_column(Text)
+    attack_params: Mapped[dict] = mapped_column(JSON)
+    seed: Mapped[int] = mapped_column(Integer)
+    threat_model: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(32))  # done | failed | not-applicable
+    reason: Mapped[str | None] = mapped_column(Text)  # why not applicable, or the one-line error
+    error: Mapped[str | None] = mapped_column(Text)  # the traceback of a failed cell
+    device: Mapped[str] = mapped_column(String(32), default="cpu")
+    started_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    finished_at: Mapped[dt.datetime] = mapped_column(DateTime)
+    duration_s: Mapped[float] = mapped_column(Float)
+    metrics: Mapped[list[Metric]] = relationship(cascade="all, delete-orphan", lazy="selectin")
+    artifacts: Mapped[list[StoredArtifact]] = relationship(cascade="all, delete-orphan")
+
+
+class Metric(Base):
+    __tablename__ = "metrics"
+    __table_args__ = (UniqueConstraint("cell_id", "name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cell_id: Mapped[int] = mapped_column(ForeignKey("cells.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float] = mapped_column(Float)
+
+
+class StoredArtifact(Base):
+    __tablename__ = "artifacts"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cell_id: Mapped[int] = mapped_column(ForeignKey("cells.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(256))
+    media_type: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+@dataclass
+class CellOutcome:
+    """What the matrix hands the store for one finished cell."""
+
+    key: str
+    dataset: str
+    dataset_spec: str
+    dataset_params: dict
+    defense: str
+    defense_spec: str
+    defense_params: dict
+    attack: str
+    attack_spec: str
+    attack_params: dict
+    seed: int
+    threat_model: str
+    status: str
+    started_at: dt.datetime
+    finished_at: dt.datetime
+    device: str = "cpu"
+    reason: str | None = None
+    error: str | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: list = field(default_factory=list)  # privbench.core.Artifact
+
+
+def normalize_url(url: str) -> str:
+    """A plain path means a SQLite file; anything with '://' is a SQLAlchemy URL."""
+    return url if "://" in url else f"sqlite:///{url}"
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Store:
+    """Open (and create) the results database at ``url``."""
+
+    def __init__(self, url: str = DEFAULT_DB) -> None:
+        self.url = normalize_url(url)
+        try:
+            self.engine = create_engine(self.url)
+        except (ArgumentError, NoSuchModuleError, ImportError) as error:
+            raise PrivbenchError(f"cannot use database URL {self.url!r} ({error}); accepted: "
+                                 "a file path or a SQLAlchemy URL such as sqlite:///privbench.db "
+                                 "or postgresql+psycopg://user@host/db") from None
+        if self.engine.dialect.name == "sqlite":
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        try:
+            self._create_or_check_schema()
+        except OperationalError as error:
+            raise PrivbenchError(f"cannot open database {self.url!r}: {error.orig}") from None
+
+    def _create_or_check_schema(self) -> None:
+        existing = set(inspect(self.engine).get_table_names())
+        if existing and "schema_info" not in existing:
+            raise PrivbenchError(f"database {self.url!r} has tables but is not a privbench store; "
+                                 "use another --db")
+        Base.metadata.create_all(self.engine)
+        with Session(self.engine) as session, session.begin():
+            info = session.get(SchemaInfo, "version")
+            if info is None:
+                session.add(SchemaInfo(key="version", value=str(SCHEMA_VERSION)))
+            elif info.value != str(SCHEMA_VERSION):
+                raise PrivbenchError(
+                    f"database {self.url!r} has privbench schema version {info.value}; this privbench "
+                    f"reads version {SCHEMA_VERSION}: use a new --db or the matching privbench")
+
+    def session(self) -> Session:
+        return Session(self.engine, expire_on_commit=False)
+
+    def start_run(self, config: dict, versions: dict, host: str) -> int:
+        with self.session() as session, session.begin():
+            run = Run(config=config, versions=versions, host=host)
+            session.add(run)
+            session.flush()
+            return run.id
+
+    def finish_run(self, run_id: int, status: str) -> None:
+        with self.session() as session, session.begin():
+            run = session.get(Run, run_id)
+            run.status, run.finished_at = status, utcnow()
+
+    def finished_keys(self) -> set[str]:
+        """Keys of cells that need no rerun: done or not applicable (failed cells are retried)."""
+        with self.session() as session:
+            return set(session.scalars(select(Cell.key).where(Cell.status.in_(FINISHED))))
+
+    def save_cell(self, run_id: int, outcome: CellOutcome) -> None:
+        """Commit one cell with its metrics and artifacts, replacing an earlier failed attempt."""
+        with self.session() as session, session.begin():
+            session.execute(delete(Cell).where(Cell.key == outcome.key))
+            values = {k: v for k, v in vars(outcome).items() if k not in ("metrics", "artifacts")}
+            duration = (outcome.finished_at - outcome.started_at).total_seconds()
+            cell = Cell(run_id=run_id, duration_s=duration, **values)
+            cell.metrics = [Metric(name=k, value=float(v)) for k, v in sorted(outcome.metrics.items())]
+            cell.artifacts = [StoredArtifact(name=a.name, media_type=a.media_type, data=a.data)
+                              for a in outcome.artifacts]
+            session.add(cell)
+
+    def cells(self, keys: set[str] | None = None) -> list[Cell]:
+        with self.session() as session:
+            query = select(Cell).order_by(Cell.dataset_spec, Cell.defense_spec, Cell.attack_spec,
+                                          Cell.seed)
+            cells = list(session.scalars(query))
+        return [c for c in cells if keys is None or c.key in keys]
+
+    def runs(self) -> list[Run]:
+        with self.session() as session:
+            return list(session.scalars(select(Run).order_by(Run.id)))
+
+    def artifact(self, cell_id: int, name: str) -> StoredArtifact | None:
+        with self.session() as session:
+            return session.scalars(select(StoredArtifact).where(
+                StoredArtifact.cell_id == cell_id, StoredArtifact.name == name)).first()
+
+
+def cell_as_dict(cell: Cell) -> dict[str, Any]:
+    """A cell as plain JSON-able data, metrics included, artifacts by name."""
+    return {
+        "key": cell.key, "run_id": cell.run_id, "dataset": cell.dataset_spec,
+        "defense": cell.defense_spec, "attack": cell.attack_spec, "seed": cell.seed,
+        "threat_model": cell.threat_model, "status": cell.status, "reason": cell.reason,
+        "device": cell.device, "duration_s": round(cell.duration_s, 3),
+        "metrics": {m.name: m.value for m in cell.metrics},
+    }
+
+
+def summarize(cells: list[Cell]) -> list[dict[str, Any]]:
+    """One row per (dataset, defense + params, attack + params): each metric's mean, std, n."""
+    groups: dict[tuple, list[Cell]] = {}
+    for cell in cells:
+        groups.setdefault((cell.dataset_spec, cell.defense_spec, cell.attack_spec), []).append(cell)
+    rows = []
+    for (dataset, defense, attack), members in groups.items():
+        done = [c for c in members if c.status == "done"]
+        values: dict[str, list[float]] = {}
+        for cell in done:
+            for metric in cell.metrics:
+                values.setdefault(metric.name, []).append(metric.value)
+        rows.append({
+            "dataset": dataset, "defense": defense, "attack": attack,
+            "threat_model": members[0].threat_model,
+            "seeds": sorted(c.seed for c in members),
+            "status": _group_status(members),
+            "reason": next((c.reason for c in members if c.reason), None),
+            "metrics": {name: {"mean": statistics.fmean(v),
+                               "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+                        for name, v in sorted(values.items())},
+        })
+    return rows
+
+
+def _group_status(cells: list[Cell]) -> str:
+    statuses = {c.status for c in cells}
+    return statuses.pop() if len(statuses) == 1 else "mixed(" + ",".join(sorted(statuses)) + ")"
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=False, default=str)

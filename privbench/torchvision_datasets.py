@@ -1,0 +1,247 @@
+"""Datasets read from disk through torchvision: MNIST, Fashion-MNIST, CIFAR-10 and CelebA.
+
+Every source pools the dataset's official train and test splits (train first): the scenario draws
+its own owner / aux / test splits by seed. The files live under ``ctx.data_dir`` in torchvision's
+own layout; ``ctx.download`` lets torchvision fetch them (this needs internet). A missing dataset is
+reported as one line naming the folder that was searched and how to fill it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, ClassVar
+
+from privbench.datasets import DIGIT_TASKS, Dataset, DatasetSource, LabelTask, digit_task_labels
+from privbench.errors import PrivbenchError
+from privbench.params import param
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    import torch
+
+    from privbench.context import RunContext
+
+FETCH_HINT = "run with --download to fetch it (needs internet) or place torchvision's files there"
+
+
+def open_torchvision(name: str, folder: Path, ctx: RunContext, build: Callable,
+                     fetch_hint: str = FETCH_HINT):
+    """``build()`` (a torchvision dataset), with a missing or failed download as one line."""
+    caught = (RuntimeError, OSError) if ctx.download else RuntimeError
+    try:
+        return build()
+    except caught as error:
+        if ctx.download:
+            reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
+            raise PrivbenchError(f"dataset '{name}' could not be downloaded into {folder} "
+                                 f"({reason}); {fetch_hint} (--data-dir sets the folder)") from None
+        raise PrivbenchError(f"dataset '{name}' not found under {folder}; {fetch_hint} "
+                             "(--data-dir sets the folder)") from None
+
+
+def task_dict(tasks: tuple[LabelTask, ...]) -> dict[str, LabelTask]:
+    return {task.name: task for task in tasks}
+
+
+def pooled_idx(source: DatasetSource, dataset_class, ctx: RunContext):
+    """Train + test images (N x 1 x H x W in [0, 1]) and labels of an MNIST-format dataset."""
+    import torch
+    root = Path(ctx.data_dir)
+    hint = ("run with --download to fetch it (needs internet) or place the four uncompressed idx "
+            "files (train-images-idx3-ubyte, train-labels-idx1-ubyte, t10k-...) in its raw/ folder")
+    parts = [open_torchvision(source.name, root / dataset_class.__name__, ctx,
+                              lambda train=train: dataset_class(root=root, train=train,
+                                                                download=ctx.download), hint)
+             for train in (True, False)]
+    images = torch.cat([part.data for part in parts]).unsqueeze(1).float().div_(255)
+    return images, torch.cat([part.targets for part in parts]).long()
+
+
+@dataclass
+class Mnist(DatasetSource):
+    """MNIST handwritten digits (torchvision.datasets.MNIST): 70,000 grey 28x28 images.
+
+    The 60,000 training and 10,000 test digits are pooled (training first); the scenario re-splits
+    them by seed. Images are 1 x 28 x 28 in [0, 1]. Tasks: ``digit`` (0-9), ``parity`` (even 0,
+    odd 1) and ``magnitude`` (0-4 -> 0, 5-9 -> 1). Files: ``<data_dir>/MNIST/raw``.
+    """
+
+    name: ClassVar[str] = "mnist"
+    summary: ClassVar[str] = "MNIST handwritten digits via torchvision, 70,000 28x28 grey images"
+    tasks: ClassVar[tuple[LabelTask, ...]] = DIGIT_TASKS
+    default_target: ClassVar[str] = "parity"
+    default_private: ClassVar[str] = "digit"
+
+    def load_raw(self, ctx: RunContext) -> Dataset:
+        from torchvision.datasets import MNIST
+        images, digits = pooled_idx(self, MNIST, ctx)
+        return Dataset(self.name, images, digit_task_labels(digits), task_dict(self.tasks))
+
+
+# Fashion-MNIST class -> group: tops 0, footwear 1, other 2 (index = class number).
+FASHION_GROUP = (0, 2, 0, 0, 0, 1, 0, 1, 2, 1)
+
+
+@dataclass
+class FashionMnist(DatasetSource):
+    """Fashion-MNIST clothing pictures (torchvision.datasets.FashionMNIST): 70,000 grey 28x28.
+
+    Training (60,000) and test (10,000) images are pooled, training first, and re-split by the
+    scenario's seed. Images are 1 x 28 x 28 in [0, 1]. Tasks: ``class``, the 10 original classes
+    (0 T-shirt/top, 1 Trouser, 2 Pullover, 3 Dress, 4 Coat, 5 Sandal, 6 Shirt, 7 Sneaker, 8 Bag,
+    9 Ankle boot), and ``group``, 3 coarse groups: tops 0 (T-shirt/top, Pullover, Dress, Coat,
+    Shirt), footwear 1 (Sandal, Sneaker, Ankle boot), other 2 (Trouser, Bag).
+    Files: ``<data_dir>/FashionMNIST/raw``.
+    """
+
+    name: ClassVar[str] = "fashion-mnist"
+    summary: ClassVar[str] = "Fashion-MNIST clothing via torchvision, 70,000 28x28 grey images"
+    tasks: ClassVar[tuple[LabelTask, ...]] = (
+        LabelTask("class", 10, "which of the 10 Fashion-MNIST classes"),
+        LabelTask("group", 3, "tops (0), footwear (1) or other: trousers and bags (2)"),
+    )
+    default_target: ClassVar[str] = "group"
+    default_private: ClassVar[str] = "class"
+
+    def load_raw(self, ctx: RunContext) -> Dataset:
+        import torch
+        from torchvision.datasets import FashionMNIST
+        images, classes = pooled_idx(self, FashionMNIST, ctx)
+        labels = {"class": classes, "group": torch.tensor(FASHION_GROUP)[classes]}
+        return Dataset(self.name, images, labels, task_dict(self.tasks))
+
+
+# CIFAR-10 class -> animal: vehicles (airplane, automobile, ship, truck) 0, animals 1.
+CIFAR_ANIMAL = (0, 0, 1, 1, 1, 1, 1, 1, 0, 0)
+
+
+@dataclass
+class Cifar10(DatasetSource):
+    """CIFAR-10 (torchvision.datasets.CIFAR10): 60,000 colour 32x32 photos in 10 classes.
+
+    The 50,000 training and 10,000 test photos are pooled, training first; the scenario re-splits
+    them by seed. Images are 3 x 32 x 32 in [0, 1]. Tasks: ``class`` (0 airplane, 1 automobile,
+    2 bird, 3 cat, 4 deer, 5 dog, 6 frog, 7 horse, 8 ship, 9 truck) and ``animal``: vehicles 0
+    (airplane, automobile, ship, truck), animals 1 (the other six).
+    Files: ``<data_dir>/cifar-10-batches-py``.
+    """
+
+    name: ClassVar[str] = "cifar10"
+    summary: ClassVar[str] = "CIFAR-10 photos via torchvision, 60,000 32x32 colour images"
+    tasks: ClassVar[tuple[LabelTask, ...]] = (
+        LabelTask("class", 10, "which of the 10 CIFAR-10 classes"),
+        LabelTask("animal", 2, "vehicle (0) or animal (1)"),
+    )
+    default_target: ClassVar[str] = "animal"
+    default_private: ClassVar[str] = "class"
+
+    def load_raw(self, ctx: RunContext) -> Dataset:
+        import torch
+        from torchvision.datasets import CIFAR10
+        root = Path(ctx.data_dir)
+        parts = [open_torchvision(self.name, root / CIFAR10.base_folder, ctx,
+                                  lambda train=train: CIFAR10(root=root, train=train,
+                                                              download=ctx.download))
+                 for train in (True, False)]
+        pixels = torch.cat([torch.from_numpy(part.data) for part in parts])  # N x H x W x C
+        images = pixels.permute(0, 3, 1, 2).float().div_(255).contiguous()
+        classes = torch.tensor([t for part in parts for t in part.targets], dtype=torch.long)
+        labels = {"class": classes, "animal": torch.tensor(CIFAR_ANIMAL)[classes]}
+        return Dataset(self.name, images, labels, task_dict(self.tasks))
+
+
+CELEBA_ATTRIBUTES = (
+    "5_o_Clock_Shadow", "Arched_Eyebrows", "Attractive", "Bags_Under_Eyes", "Bald", "Bangs",
+    "Big_Lips", "Big_Nose", "Black_Hair", "Blond_Hair", "Blurry", "Brown_Hair", "Bushy_Eyebrows",
+    "Chubby", "Double_Chin", "Eyeglasses", "Goatee", "Gray_Hair", "Heavy_Makeup", "High_Cheekbones",
+    "Male", "Mouth_Slightly_Open", "Mustache", "Narrow_Eyes", "No_Beard", "Oval_Face", "Pale_Skin",
+    "Pointy_Nose", "Receding_Hairline", "Rosy_Cheeks", "Sideburns", "Smiling", "Straight_Hair",
+    "Wavy_Hair", "Wearing_Earrings", "Wearing_Hat", "Wearing_Lipstick", "Wearing_Necklace",
+    "Wearing_Necktie", "Young",
+)
+
+CELEBA_FILES = ("img_align_celeba/ (the aligned JPEGs), list_attr_celeba.txt, identity_CelebA.txt, "
+                "list_bbox_celeba.txt, list_landmarks_align_celeba.txt, list_eval_partition.txt")
+
+
+@dataclass
+class CelebA(DatasetSource):
+    """CelebA aligned faces (torchvision.datasets.CelebA, split "all"): 202,599 colour photos.
+
+    The official train, valid and test splits are pooled in file order; the scenario re-splits
+    them by seed. Each 178 x 218 aligned JPEG is centre-cropped to 178 x 178 and resized to
+    ``image_size``, giving 3 x image_size x image_size in [0, 1]. ``limit`` > 0 reads only the first
+    ``limit`` files (the whole set at 64 px is about 10 GB as float32, so set it). Tasks: one per
+    binary attribute, named as the attribute in lower case ("male", "smiling", "5_o_clock_shadow",
+    ...), label 1 where CelebA marks the attribute present (1) and 0 where absent (-1).
+    Files: ``<data_dir>/celeba``.
+    """
+
+    name: ClassVar[str] = "celeba"
+    summary: ClassVar[str] = ("CelebA aligned faces via torchvision, 202,599 colour images, "
+                              "40 attributes")
+    tasks: ClassVar[tuple[LabelTask, ...]] = tuple(
+        LabelTask(attr.lower(), 2, f"attribute {attr} absent (0) or present (1)")
+        for attr in CELEBA_ATTRIBUTES)
+    default_target: ClassVar[str] = "male"
+    default_private: ClassVar[str] = "smiling"
+
+    image_size: int = param(64, "side of the square the aligned faces are centre-cropped (178 px) "
+                            "and resized to", minimum=8)
+
+    def load_config(self) -> dict:
+        return {**super().load_config(), "image_size": self.image_size}
+
+    def load_raw(self, ctx: RunContext) -> Dataset:
+        from torchvision.datasets import CelebA as TorchCelebA
+        root = Path(ctx.data_dir)
+        hint = ("--download fetches it from Google Drive through gdown (needs internet, often "
+                f"fails on Drive quotas); otherwise place {CELEBA_FILES} there")
+        celeba = open_torchvision(self.name, root / TorchCelebA.base_folder, ctx,
+                                  lambda: TorchCelebA(root=root, split="all", target_type="attr",
+                                                      download=ctx.download), hint)
+        count = min(self.limit, len(celeba)) if self.limit else len(celeba)
+        folder = root / TorchCelebA.base_folder / "img_align_celeba"
+        images = self.read_faces(folder, celeba.filename[:count], ctx)
+        labels = attribute_labels(celeba.attr_names, celeba.attr[:count])
+        return Dataset(self.name, images, labels, task_dict(self.tasks))
+
+    def read_faces(self, folder: Path, filenames: list[str], ctx: RunContext) -> torch.Tensor:
+        """The listed JPEGs, centre-cropped square and resized, as N x 3 x S x S in [0, 1]."""
+        import torch
+        images = torch.empty(len(filenames), 3, self.image_size, self.image_size)
+        with ctx.progress.task("reading CelebA faces", total=len(filenames)) as advance:
+            for index, filename in enumerate(filenames):
+                images[index] = square_face(folder / filename, self.image_size)
+                advance()
+        return images
+
+
+def square_face(path: Path, size: int) -> torch.Tensor:
+    """One image centre-cropped to a square and resized to size x size: 3 x S x S in [0, 1]."""
+    import numpy as np
+    import torch
+    from PIL import Image
+    try:
+        with Image.open(path) as image:
+            image = image.convert("RGB")
+    except OSError as error:
+        raise PrivbenchError(f"dataset 'celeba': cannot read image {path} ({error})") from None
+    width, height = image.size
+    side = min(width, height)
+    left, top = (width - side) // 2, (height - side) // 2
+    image = image.crop((left, top, left + side, top + side))
+    image = image.resize((size, size), Image.Resampling.BILINEAR)
+    return torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1).float().div_(255)
+
+
+def attribute_labels(header: list[str], attr: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Labels of every CelebA attribute task from torchvision's 0 / 1 attribute matrix."""
+    columns = [name for name in header if name]  # the real header line ends with a space
+    missing = [name for name in CELEBA_ATTRIBUTES if name not in columns]
+    if missing:
+        raise PrivbenchError(f"dataset 'celeba': list_attr_celeba.txt lacks the attribute "
+                             f"'{missing[0]}'; expected CelebA's 40 attributes")
+    return {name.lower(): attr[:, columns.index(name)].long() for name in CELEBA_ATTRIBUTES}

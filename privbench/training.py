@@ -1,0 +1,82 @@
+"""Training loops shared by the target model, defenses and attacks.
+
+Defaults follow He et al.'s code: Adam with amsgrad and eps 1e-3, learning rate 1e-3, batch 32.
+Every loop reports its epochs to the run's progress display.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+BATCH_SIZE = 32
+EVAL_BATCH_SIZE = 512
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) so a stage is reproducible."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def adam(parameters, lr: float = 1e-3) -> torch.optim.Optimizer:
+    """He et al.'s optimiser: Adam, amsgrad, eps 1e-3."""
+    return torch.optim.Adam(parameters, lr=lr, eps=1e-3, amsgrad=True)
+
+
+def batches(count: int, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
+    order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
+    for start in range(0, count, batch_size):
+        yield order[start:start + batch_size]
+
+
+def fit(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: Callable,
+        ctx, *, epochs: int, description: str, lr: float = 1e-3, batch_size: int = BATCH_SIZE,
+        transform: Callable | None = None) -> nn.Module:
+    """Minimise ``loss_fn(model(transform(x)), y)`` over (inputs, targets) with Adam.
+
+    ``transform`` (e.g. a frozen encoder or a noise draw) is applied to each batch on the fly, so a
+    stochastic transform gives fresh randomness every epoch.
+    """
+    device = ctx.device
+    model.to(device).train()
+    optimizer = adam(model.parameters(), lr)
+    generator = torch.Generator().manual_seed(ctx.seed)
+    with ctx.progress.task(description, total=epochs) as advance:
+        for _ in range(epochs):
+            for index in batches(len(inputs), batch_size, True, generator):
+                x, y = inputs[index].to(device), targets[index].to(device)
+                if transform is not None:
+                    with torch.no_grad():
+                        x = transform(x)
+                optimizer.zero_grad(set_to_none=True)
+                loss = loss_fn(model(x), y)
+                loss.backward()
+                optimizer.step()
+            advance()
+    return model.eval()
+
+
+def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, ctx, *,
+                     epochs: int, description: str, **kwargs) -> nn.Module:
+    """Train ``model`` with cross-entropy on (images, labels)."""
+    return fit(model, images, labels, nn.functional.cross_entropy, ctx, epochs=epochs,
+               description=description, **kwargs)
+
+
+@torch.no_grad()
+def apply(module: nn.Module, inputs: torch.Tensor, ctx, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
+    """``module(inputs)`` in evaluation mode, batched, on the run's device; the result on the CPU."""
+    module.to(ctx.device).eval()
+    outputs = [module(inputs[index].to(ctx.device)).cpu()
+               for index in batches(len(inputs), batch_size, False)]
+    return torch.cat(outputs)
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(1) == labels).float().mean())
