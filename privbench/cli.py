@@ -9,8 +9,6 @@ import sys
 
 import click
 
-from privbench.errors import PrivbenchError
-
 FORMATS = ("table", "csv", "json")
 
 
@@ -44,13 +42,20 @@ def list_command(kind: str | None, fmt: str) -> None:
         click.echo(json.dumps(listing, indent=2, default=str))
         return
     from rich.table import Table
+
+    from privbench.datasets import DatasetSource
+    common = [p.name for p in DatasetSource.parameters()]
     console = _console()
     for title, items in listing.items():
-        table = Table(title=title, show_lines=False)
-        for column in ("name", "summary", "access", "parameters", "package"):
+        caption = ("every dataset also takes the scenario options " + ", ".join(common)
+                   if title == "datasets" else None)
+        table = Table(title=title, caption=caption)
+        table.add_column("name", no_wrap=True)
+        for column in ("summary", "access", "parameters", "package"):
             table.add_column(column, overflow="fold")
         for item in items:
-            params = ", ".join(f"{p['name']}={p['default']}" for p in item["parameters"])
+            params = ", ".join(f"{p['name']}={p['default']}" for p in item["parameters"]
+                               if title != "datasets" or p["name"] not in common)
             table.add_row(item["name"], item["summary"], item.get("access", ""), params,
                           f"{item['package']} {item['version']}")
         console.print(table)
@@ -118,8 +123,13 @@ def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_di
 def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet) -> None:
     from pathlib import Path
 
-    from privbench.context import (ArtifactCache, RunContext, default_cache_dir, privbench_home,
-                                   resolve_device)
+    from privbench.context import (
+        ArtifactCache,
+        RunContext,
+        default_cache_dir,
+        privbench_home,
+        resolve_device,
+    )
     from privbench.matrix import MatrixRunner, plan
     from privbench.progress import RichProgress
     from privbench.store import Store
@@ -151,28 +161,47 @@ def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet) -> 
         sys.exit(1)
 
 
-KEY_METRICS = ("utility.accuracy", "utility.drop", "privacy.score", "attack.psnr", "attack.ssim",
-               "attack.accuracy", "attack.chance")
-
-
 def _print_table(console, rows: list[dict]) -> None:
+    """The results table: utility, privacy score and the attack's raw metric, mean ± std."""
     from rich.table import Table
-    table = Table(title="results (mean ± std over seeds)")
-    for column in ("dataset", "defense", "attack", "threat model", "seeds", *KEY_METRICS):
+    table = Table(title="results: mean ± std over seeds (n = number of seeds)")
+    for column in ("dataset", "defense", "attack", "threat model", "n", "utility.accuracy",
+                   "privacy.score", "attack (raw)"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        cells = [_mean_std(row["metrics"].get(name)) for name in KEY_METRICS]
+        metrics = row["metrics"]
+        n = str(len(row["seeds"]))
         if row["status"] != "done":
-            cells = [f"{row['status']}: {row['reason'] or ''}"] + [""] * (len(KEY_METRICS) - 1)
-        table.add_row(row["dataset"], row["defense"], row["attack"], row["threat_model"],
-                      ",".join(map(str, row["seeds"])), *cells)
+            status = f"[yellow]{row['status']}[/]: {row['reason'] or ''}"
+            table.add_row(row["dataset"], row["defense"], row["attack"], row["threat_model"], n,
+                          _mean_std(metrics.get("utility.accuracy")), "", status)
+            continue
+        table.add_row(row["dataset"], row["defense"], row["attack"], row["threat_model"], n,
+                      _mean_std(metrics.get("utility.accuracy")),
+                      _mean_std(metrics.get("privacy.score")), _raw_attack(metrics))
     console.print(table)
 
 
-def _mean_std(stat: dict | None) -> str:
+def _raw_attack(metrics: dict) -> str:
+    """The attack's own metric in words: SSIM / PSNR for reconstructions, accuracy vs chance."""
+    parts = []
+    if "attack.ssim" in metrics:
+        parts.append(f"SSIM {_mean_std(metrics['attack.ssim'])}")
+    if "attack.psnr" in metrics:
+        parts.append(f"PSNR {_mean_std(metrics['attack.psnr'], 1)} dB")
+    if "attack.accuracy" in metrics:
+        parts.append(f"acc {_mean_std(metrics['attack.accuracy'])}")
+    if "attack.chance" in metrics:
+        parts.append(f"chance {_mean_std(metrics['attack.chance'])}")
+    return ", ".join(parts)
+
+
+def _mean_std(stat: dict | None, digits: int = 3) -> str:
     if stat is None:
         return "—"
-    return f"{stat['mean']:.3f} ± {stat['std']:.3f}" if stat["n"] > 1 else f"{stat['mean']:.3f}"
+    if stat["n"] > 1:
+        return f"{stat['mean']:.{digits}f} ± {stat['std']:.{digits}f}"
+    return f"{stat['mean']:.{digits}f}"
 
 
 @main.command()

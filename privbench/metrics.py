@@ -67,7 +67,7 @@ def inference_metrics(predicted: torch.Tensor, labels: torch.Tensor,
     correct = int((predicted == labels).sum())
     total = int(labels.numel())
     acc = correct / total
-    chance = float((labels == majority_class).float().mean())
+    chance = int((labels == majority_class).sum()) / total
     p_value = binomtest(correct, total, min(max(chance, 1e-9), 1 - 1e-9), alternative="greater").pvalue
     return {
         "attack.accuracy": acc,

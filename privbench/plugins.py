@@ -72,13 +72,19 @@ def make_plugin_manager(entry_points: bool = True, extra_plugins=()) -> pluggy.P
     if entry_points:
         manager.load_setuptools_entrypoints("privbench")
     for plugin in extra_plugins:
-        manager.register(plugin)
+        manager.register(plugin, name=_plugin_name(plugin))
     try:
         manager.check_pending()
     except pluggy.PluginValidationError as error:
         raise PluginError(f"plugin {error.plugin!r} has a hook implementation that matches no "
                           f"privbench hook ({error}); hooks: {accepted(HOOKS.values())}") from None
     return manager
+
+
+def _plugin_name(plugin) -> str:
+    """A readable name for a plugin registered without a distribution (module or class name)."""
+    named = plugin if isinstance(plugin, type) or hasattr(plugin, "__file__") else type(plugin)
+    return getattr(named, "__name__", repr(plugin))
 
 
 def _sources(manager: pluggy.PluginManager) -> dict[int, tuple[str, str]]:

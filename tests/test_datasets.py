@@ -1,0 +1,68 @@
+"""The offline datasets and deterministic scenario splits."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from privbench.context import RunContext
+from privbench.datasets import Digits, LfwSubset, make_scenario
+from privbench.errors import PrivbenchError
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return Digits.from_params().load(RunContext())
+
+
+def test_digits_are_the_bundled_8x8_images_with_three_tasks(digits):
+    assert digits.images.shape == (1797, 1, 8, 8)
+    assert 0.0 <= float(digits.images.min()) and float(digits.images.max()) == 1.0
+    labels = digits.labels
+    assert set(labels) == {"digit", "parity", "magnitude"}
+    assert torch.equal(labels["parity"], labels["digit"] % 2)
+    assert torch.equal(labels["magnitude"], (labels["digit"] >= 5).long())
+
+
+def test_lfw_subset_has_100_faces_and_100_other_crops():
+    data = LfwSubset.from_params().load(RunContext())
+    assert data.images.shape == (200, 1, 25, 25)
+    assert int(data.labels["face"].sum()) == 100
+
+
+def test_splits_are_disjoint_cover_the_data_and_follow_the_fractions(digits):
+    scenario = make_scenario(Digits.from_params(), digits, seed=0)
+    owner, aux, test = (set(s.tolist()) for s in (scenario.owner, scenario.aux, scenario.test))
+    assert not (owner & aux or owner & test or aux & test)
+    assert len(owner | aux | test) == len(digits)
+    assert len(owner) == round(0.5 * 1797) and len(aux) == round(0.3 * 1797)
+
+
+def test_splits_are_deterministic_by_seed(digits):
+    source = Digits.from_params()
+    first, again = make_scenario(source, digits, 3), make_scenario(source, digits, 3)
+    other = make_scenario(source, digits, 4)
+    assert torch.equal(first.owner, again.owner) and torch.equal(first.test, again.test)
+    assert not torch.equal(first.owner, other.owner)
+
+
+def test_held_out_classes_leave_the_owner_split_only(digits):
+    source = Digits.from_params({"target": "digit"})
+    scenario = make_scenario(source, digits, 0, held_out=(3, 7))
+    assert not torch.isin(scenario.labels("owner"), torch.tensor([3, 7])).any()
+    assert torch.isin(scenario.labels("test"), torch.tensor([3, 7])).any()
+
+
+def test_target_and_private_tasks_default_and_are_validated():
+    source = Digits.from_params()
+    assert (source.target_task, source.private_task) == ("parity", "digit")
+    with pytest.raises(PrivbenchError, match="unknown private task 'age'; accepted: digit, "
+                                             "magnitude, parity"):
+        Digits.from_params({"private": "age"})
+
+
+def test_resize_and_limit():
+    data = Digits.from_params({"resize": 16, "limit": 100}).load(RunContext())
+    assert data.images.shape == (100, 1, 16, 16)
+    again = Digits.from_params({"limit": 100}).load(RunContext())
+    assert torch.equal(data.labels["digit"], again.labels["digit"])
