@@ -161,10 +161,11 @@ def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet) -> 
         sys.exit(1)
 
 
-def _print_table(console, rows: list[dict]) -> None:
+def _print_table(console, rows: list[dict],
+                 title: str = "results: mean ± std over seeds (n = number of seeds)") -> None:
     """The results table: utility, privacy score and the attack's raw metric, mean ± std."""
     from rich.table import Table
-    table = Table(title="results: mean ± std over seeds (n = number of seeds)")
+    table = Table(title=title)
     for column in ("dataset", "defense", "attack", "threat model", "n", "utility.accuracy",
                    "privacy.score", "attack (raw)"):
         table.add_column(column, overflow="fold")
@@ -220,9 +221,15 @@ def results(db: str, fmt: str, per_cell: bool) -> None:
     elif fmt == "csv":
         click.echo(_as_csv(rows, per_cell), nl=False)
     elif per_cell:
-        click.echo(json.dumps(rows, indent=2, default=str))
+        _print_table(_console(), [_cell_row(row) for row in rows], "results: one row per cell")
     else:
         _print_table(_console(), rows)
+
+
+def _cell_row(cell: dict) -> dict:
+    """A single cell in the shape of a summary row (n = 1), for the per-cell table."""
+    return {**cell, "seeds": [cell["seed"]],
+            "metrics": {k: {"mean": v, "std": 0.0, "n": 1} for k, v in cell["metrics"].items()}}
 
 
 def _as_csv(rows: list[dict], per_cell: bool) -> str:

@@ -58,6 +58,7 @@ class ArtifactCache:
 
     def __init__(self, root: Path | str | None) -> None:
         self.root = Path(root) if root is not None else None
+        self.loaded: dict[str, tuple[Any, float]] = {}  # in-process memo: load each file once
 
     def path(self, kind: str, config: dict[str, Any]) -> Path | None:
         if self.root is None:
@@ -67,6 +68,12 @@ class ArtifactCache:
     def get_or_build(self, kind: str, config: dict[str, Any], build: Callable[[], Any]) -> tuple[Any, float]:
         """The cached artifact and the seconds its build took (when first built)."""
         config = {**config, "recipe": ARTIFACT_RECIPE}
+        memo_key = f"{kind}/{config_key(config)}"
+        if memo_key not in self.loaded:
+            self.loaded[memo_key] = self._load_or_build(kind, config, build)
+        return self.loaded[memo_key]
+
+    def _load_or_build(self, kind: str, config: dict[str, Any], build: Callable[[], Any]) -> tuple[Any, float]:
         path = self.path(kind, config)
         if path is not None and path.exists():
             try:

@@ -36,7 +36,8 @@ def open_torchvision(name: str, folder: Path, ctx: RunContext, build: Callable,
         if ctx.download:
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise PrivbenchError(f"dataset '{name}' could not be downloaded into {folder} "
-                                 f"({reason}); {fetch_hint} (--data-dir sets the folder)") from None
+                                 f"({reason}); check the network, or place torchvision's files there "
+                                 "(--data-dir sets the folder)") from None
         raise PrivbenchError(f"dataset '{name}' not found under {folder}; {fetch_hint} "
                              "(--data-dir sets the folder)") from None
 
