@@ -18,21 +18,24 @@ import time
 from pathlib import Path
 
 
-def timed_matrix(workdir: Path, args: list[str]) -> float:
-    """Seconds one ``privbench matrix`` process takes, start to exit."""
+def timed_matrix(workdir: Path, args: list[str]) -> tuple[float, str]:
+    """Seconds one ``privbench matrix`` process takes, start to exit, and its closing line."""
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "privbench", "matrix", "--quiet", *args], cwd=workdir,
-                   env={**os.environ, "PRIVBENCH_HOME": str(workdir / "home")}, check=True,
-                   stdout=subprocess.DEVNULL)
-    return time.perf_counter() - started
+    done = subprocess.run([sys.executable, "-m", "privbench", "matrix", "--quiet", *args],
+                          cwd=workdir, env={**os.environ, "PRIVBENCH_HOME": str(workdir / "home"),
+                                            "COLUMNS": "200"},
+                          check=True, capture_output=True, text=True)
+    return time.perf_counter() - started, done.stdout.strip().splitlines()[-1]
 
 
 def main(args: list[str]) -> None:
     with tempfile.TemporaryDirectory(prefix="privbench-bench-") as tmp:
         workdir = Path(tmp)
-        first = timed_matrix(workdir, args)
-        rerun = timed_matrix(workdir, args)
+        first, first_line = timed_matrix(workdir, args)
+        rerun, rerun_line = timed_matrix(workdir, args)
     print(f"machine: {platform.node()}, {os.cpu_count()} CPUs, Python {platform.python_version()}")
+    print(f"first run: {first_line}")
+    print(f"rerun:     {rerun_line}")
     print(f"default matrix, first run (nothing cached): {first:8.2f} s")
     print(f"default matrix, rerun (every cell stored):  {rerun:8.2f} s")
     print(f"rerun / first run:                          {rerun / first:8.3f}")

@@ -66,3 +66,19 @@ def test_resize_and_limit():
     assert data.images.shape == (100, 1, 16, 16)
     again = Digits.from_params({"limit": 100}).load(RunContext())
     assert torch.equal(data.labels["digit"], again.labels["digit"])
+
+
+@pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (1, 25, 25)])
+def test_architectures_adapt_to_the_image_size(shape):
+    from privbench.models import classifier
+    for arch in ("lenet", "resnet18"):
+        model = classifier(arch, shape, 10).eval()
+        assert model(torch.rand(2, *shape)).shape == (2, 10)
+
+
+def test_lenet_follows_he_et_al_on_28x28():
+    from privbench.models import lenet
+    model = lenet((1, 28, 28), 10)
+    assert model.conv1.out_channels == 8 and model.conv2.out_channels == 16
+    assert model.fc1.in_features == 256 and model.fc1.out_features == 120
+    assert model.fc2.out_features == 84
