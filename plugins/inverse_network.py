@@ -1,7 +1,8 @@
 """Attack ``inverse-network``: black-box model inversion by a learned decoder (He et al., ACSAC 2019).
 
-Threat model: black-box. The attacker queries the encoder with its own auxiliary images (the
-"same distribution" setting: disjoint from the owner's data, drawn from the same distribution),
+Threat model: black-box. The attacker queries the encoder with its own auxiliary images (``data``
+= ``aux``, the "same distribution" setting: disjoint from the owner's data, drawn from the same
+distribution; or ``random``: Gaussian noise images, He et al.'s "random images" setting),
 trains a decoder g on the pairs (encoder(x), x) with a pixel-wise L2 loss, and reconstructs each
 protected test image as g(z). Defaults follow the authors' code: Adam, lr 1e-3, batch 32, 50 epochs.
 The decoder is privbench's ``Decoder`` (convolutions and stride-2 transposed convolutions sized to
@@ -21,28 +22,11 @@ import torch
 from torch import nn
 
 from privbench import hookimpl
-from privbench.core import Artifact, Attack, AttackResult
-from privbench.metrics import image_grid_png, reconstruction_metrics
+from privbench.core import Attack, AttackResult
 from privbench.models import Decoder
 from privbench.params import param
+from privbench.reconstruction import reconstruction_result
 from privbench.training import apply, fit, seed_everything
-
-
-def one_per_class(labels: torch.Tensor, count: int = 10) -> torch.Tensor:
-    """Indices of the first test image of each class (He et al. show one image per class)."""
-    firsts = [int((labels == c).nonzero()[0]) for c in labels.unique()[:count]]
-    extra = [i for i in range(len(labels)) if i not in firsts][: max(0, count - len(firsts))]
-    return torch.tensor(firsts + extra)
-
-
-def reconstruction_grid(scenario, originals, protected, reconstructed) -> Artifact:
-    """The PNG grid: originals | protected (if image-shaped) | reconstructions."""
-    index = one_per_class(scenario.labels("test"))
-    rows = [originals[index]]
-    if protected.shape[1:] == originals.shape[1:]:
-        rows.append(protected[index])
-    rows.append(reconstructed[index])
-    return Artifact("reconstruction.png", "image/png", image_grid_png(rows, columns=len(index)))
 
 
 @dataclass
@@ -58,10 +42,12 @@ class InverseNetwork(Attack):
     epochs: int = param(50, "decoder training epochs (authors' code: 50)", minimum=1)
     lr: float = param(1e-3, "Adam learning rate", minimum=0.0)
     batch_size: int = param(32, "decoder batch size", minimum=1)
+    data: str = param("aux", "attacker's query images: aux (same distribution) or random (Gaussian)",
+                      choices=("aux", "random"))
 
     def run(self, scenario, protection, ctx) -> AttackResult:
         seed_everything(ctx.seed)
-        aux = scenario.images("aux")
+        aux = self._query_images(scenario, ctx)
         queried = apply(protection.encoder, aux, ctx)
         decoder = Decoder(tuple(queried.shape[1:]), scenario.image_shape)
         fit(decoder, queried, aux, nn.functional.mse_loss, ctx, epochs=self.epochs, lr=self.lr,
@@ -69,8 +55,18 @@ class InverseNetwork(Attack):
         test = scenario.images("test")
         protected = apply(protection.encoder, test, ctx)
         reconstructed = apply(decoder, protected, ctx)
-        metrics = reconstruction_metrics(reconstructed, test, aux.mean(0, keepdim=True))
-        return AttackResult(metrics, [reconstruction_grid(scenario, test, protected, reconstructed)])
+        return reconstruction_result(scenario, test, protected, reconstructed)
+
+    def _query_images(self, scenario, ctx):
+        """The attacker's images: its aux split, or as many random Gaussian images whose pixels
+        have the aux images' mean and standard deviation, clipped to [0, 1] (He et al.'s
+        "random images" setting: the attacker knows nothing of the data distribution)."""
+        aux = scenario.images("aux")
+        if self.data == "aux":
+            return aux
+        generator = torch.Generator().manual_seed(ctx.seed)
+        noise = torch.randn(aux.shape, generator=generator)
+        return (aux.mean() + aux.std() * noise).clamp(0, 1)
 
 
 @hookimpl

@@ -102,12 +102,36 @@ class RunContext:
     progress: Any = dataclasses.field(default_factory=SilentProgress)
     data_dir: Path = dataclasses.field(default_factory=lambda: privbench_home() / "data")
     download: bool = False
+    # Set by the matrix while an attack runs: fits the cell's defense on a variant of the scenario
+    # (e.g. ``scenario.with_held_out((8, 9))``), cached like every shared artifact.
+    fit_defense: Callable | None = None
 
     def target_model(self, scenario) -> torch.nn.Module:
         """The service's unprotected classifier for the scenario's target task (shared artifact)."""
         model, _ = self.cache.get_or_build("target-model", self._target_config(scenario),
                                            lambda: self._train_target(scenario))
         return model.to(self.device).eval()
+
+    def raw_classifier(self, scenario, task: str, epochs: int = 30) -> torch.nn.Module:
+        """A classifier for ``task`` trained on the attacker's *raw* aux images (shared artifact).
+
+        The examiner of Disguised-Nets and DAPter's auto-recognition model: trained once per
+        (dataset, task, seed, architecture, epochs) and reused by every cell that needs it.
+        """
+        config = {**scenario.cache_config(), "task": task, "arch": scenario.source.arch,
+                  "epochs": epochs, "split": "aux"}
+        model, _ = self.cache.get_or_build("raw-classifier", config,
+                                           lambda: self._train_raw(scenario, task, epochs))
+        return model.to(self.device).eval()
+
+    def _train_raw(self, scenario, task: str, epochs: int) -> torch.nn.Module:
+        from privbench.models import classifier
+        from privbench.training import seed_everything, train_classifier
+        seed_everything(scenario.seed)
+        model = classifier(scenario.source.arch, scenario.image_shape, scenario.classes(task))
+        model = train_classifier(model, scenario.images("aux"), scenario.labels("aux", task), self,
+                                 epochs=epochs, description=f"examiner for {task} on raw aux images")
+        return model.cpu()
 
     def _target_config(self, scenario) -> dict[str, Any]:
         source = scenario.source

@@ -96,6 +96,10 @@ class Attack(Plugin):
         return (f"attack '{self.name}' needs {ACCESS[missing[0]]}; "
                 + defense.withheld_reason(missing[0]))
 
+    def unsupported(self, scenario: Scenario) -> str | None:
+        """Why this attack cannot run on ``scenario`` (e.g. too few classes), or None."""
+        return None
+
     def run(self, scenario: Scenario, protection: Protection,
             ctx: RunContext) -> AttackResult:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -169,6 +169,10 @@ class Scenario:
     def classes(self, task: str | None = None) -> int:
         return self.dataset.tasks[task or self.target_task].classes
 
+    def with_held_out(self, classes: tuple[int, ...]) -> Scenario:
+        """The same scenario with the target-task ``classes`` removed from the owner split."""
+        return make_scenario(self.source, self.dataset, self.seed, tuple(sorted(classes)))
+
     def cache_config(self) -> dict:
         """What determines this scenario's data: the key of artifacts trained on it."""
         return {**self.source.load_config(), "seed": self.seed,

@@ -8,6 +8,7 @@ defense cannot give is stored as ``not-applicable`` with the reason.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import platform
 import sys
@@ -234,7 +235,8 @@ class MatrixRunner:
                      report: RunReport, overall) -> None:
         fitted = None  # (protection, utility metrics) or the failure, computed at most once
         for cell in cells:
-            reason = cell.attack.instance.missing_access(defense.instance)
+            attack = cell.attack.instance
+            reason = attack.missing_access(defense.instance) or attack.unsupported(scenario)
             if reason:
                 self._record(cell, report, overall, "not-applicable", reason, None, {}, [])
                 continue
@@ -256,18 +258,7 @@ class MatrixRunner:
     def _fit(self, scenario, defense: PluginCall):
         """Fit the defense (a cached shared artifact) and measure its utility and encode cost."""
         from privbench.training import accuracy, apply, seed_everything
-
-        def build():
-            seed_everything(scenario.seed)
-            self.ctx.progress.log(f"fitting {defense.spec} on {scenario.source.name} "
-                                  f"(seed {scenario.seed})")
-            return defense.instance.fit(scenario, self.ctx)
-
-        protection, fit_s = self.ctx.cache.get_or_build("protection", {
-            **scenario.cache_config(), "scenario": scenario.source.params(),
-            "defense": defense.name, "params": defense.params}, build)
-        protection.fit_s = fit_s
-        protection.to(self.ctx.device)
+        protection = self._protection(scenario, defense)
         test, labels = scenario.images("test"), scenario.labels("test")
         baseline = accuracy(apply(self.ctx.target_model(scenario), test, self.ctx), labels)
         seed_everything(scenario.seed)
@@ -277,14 +268,35 @@ class MatrixRunner:
         utility = accuracy(apply(protection.server, encoded, self.ctx), labels)
         return protection, {
             "utility.accuracy": utility, "utility.baseline_accuracy": baseline,
-            "utility.drop": baseline - utility, "cost.fit_s": fit_s,
+            "utility.drop": baseline - utility, "cost.fit_s": protection.fit_s,
             "cost.encode_ms_per_image": encode_ms, **protection.metrics}
+
+    def _protection(self, scenario, defense: PluginCall):
+        """The defense fitted on ``scenario`` (or a variant of it), trained once and cached."""
+        from privbench.training import seed_everything
+
+        def build():
+            seed_everything(scenario.seed)
+            held_out = f", classes {list(scenario.held_out)} held out" if scenario.held_out else ""
+            self.ctx.progress.log(f"fitting {defense.spec} on {scenario.source.name} "
+                                  f"(seed {scenario.seed}{held_out})")
+            return defense.instance.fit(scenario, self.ctx)
+
+        protection, fit_s = self.ctx.cache.get_or_build("protection", {
+            **scenario.cache_config(), "scenario": scenario.source.params(),
+            "defense": defense.name, "params": defense.params}, build)
+        protection.fit_s = fit_s
+        return protection.to(self.ctx.device)
 
     def _attack(self, scenario, protection, cell: CellPlan):
         from privbench.training import seed_everything
         seed_everything(scenario.seed)
+        self.ctx.fit_defense = functools.partial(self._protection, defense=cell.defense)
         started = time.perf_counter()
-        result = cell.attack.instance.run(scenario, protection, self.ctx)
+        try:
+            result = cell.attack.instance.run(scenario, protection, self.ctx)
+        finally:
+            self.ctx.fit_defense = None
         metrics = {**result.metrics, "cost.attack_s": time.perf_counter() - started}
         return metrics, result.artifacts
 

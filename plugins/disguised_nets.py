@@ -1,0 +1,259 @@
+"""Defense ``disguised-nets``: block-wise secret permutation + randomized multidimensional transform.
+
+Sharma & Chen, "Disguised-Nets: Image Disguising for Privacy-preserving Outsourced Deep Learning"
+(Sec. 3.2-3.3; authors' code github.com/datascale/DisguisedNets). The data owner disguises every image
+with one secret key K before sending it to the cloud, and the cloud trains and runs an ordinary
+classifier on disguised images only. Per image X (one channel at a time, the same key for every
+channel, as the authors' colour code does):
+
+1. zero-pad X at the bottom and right to the next multiple of the block side m (when its height or
+   width is not one; the disguised image then has the padded size, ``padded_shape``) and cut it into
+   t non-overlapping m x m blocks X_i, numbered row by row;
+2. noise: Delta ~ U[0, N] drawn afresh for every image and pixel (N in 0-255 pixel units, N / 255 on
+   images in [0, 1]); ``noise_placement=before`` follows the paper, X'_i = (X_i + Delta_i) R_i,
+   ``after`` follows the 2019 code, which adds Delta to the output after steps 3-4;
+3. RMT: right-multiply block i by its own secret m x m matrix R_i (mixes the columns of the block);
+4. permutation: output block position p holds the transformed block of source position pi(p), one
+   secret permutation pi of the t positions shared by all images.
+
+Parameters and the paper's symbols: ``block`` = m (block side, r x s = m x m blocks), ``matrix`` = how
+R_i is drawn (``orthogonal``: Haar-random, QR of a Gaussian matrix with the signs of R's diagonal
+folded in, the paper's choice; ``projection``: random full-rank matrix with U[0, 1) entries, the 2019
+code; ``gaussian-projection``: N(0, 1) entries, the paper's Sec. 4.1 wording; projection matrices are
+redrawn until their condition number is below MAX_CONDITION, so they are safely invertible),
+``permute`` = whether T_pi is applied, ``noise`` = N, ``noise_placement`` = where Delta enters.
+
+Defaults: the paper's Table 1 uses 7 x 7 blocks + permutation, N = 100 on 28 x 28 MNIST and 2 x 2
+blocks, N = 25 on CIFAR-10 (N = 50 on LFW). 7 x 7 blocks do not tile 8 x 8 digits or 25 x 25 faces,
+so the default is the small-image setting: m = 2 (CIFAR-10 / LFW), orthogonal R_i, N = 25 (CIFAR-10),
+noise before the multiplication (the paper's formula), with the permutation on (the MNIST setting:
+digits are sparse like MNIST, where the paper finds permutation needed for visual privacy).
+
+Key: R_i and pi derive deterministically from the run's seed through their own ``torch.Generator``
+(same seed, same key; another seed, another key); the global RNG only draws the noise.
+
+Server: a fresh classifier of the scenario's architecture for ``padded_shape`` inputs, trained for
+``target_epochs`` epochs on disguised owner images with the noise redrawn every batch.
+
+Threat model. The paper assumes ciphertext-only attacks (the adversary sees disguised images and the
+model, never a plain/disguised pair, and does not know K). privbench states the access an attacker may
+have so every cell is explicit: ``query`` (a chosen-plaintext attacker who can get images of its
+choice disguised: black-box), ``server`` (the cloud runs the model), ``image-like`` (the disguised
+image has the image's channels; its height and width are rounded up to a multiple of m when padded),
+``architecture`` (the transform family is public, Kerckhoffs; ``build_encoder`` gives the same family
+with a key the attacker draws itself) and ``white-box``: the encoder holds the key as buffers and is
+differentiable, so white-box cells model a *leaked key*, the worst case, not the paper's assumption.
+Known-plaintext attacks can read ``block``, ``padded_shape``, ``permutation`` and ``matrices`` from
+the encoder to check what they recover.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import partial
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from privbench import hookimpl
+from privbench.core import Defense, Protection
+from privbench.models import classifier
+from privbench.params import param
+from privbench.training import seed_everything, train_classifier
+
+PIXEL_LEVELS = 255.0  # N is in 0-255 pixel units; images here are in [0, 1]
+MAX_CONDITION = 1e3  # projection matrices above this condition number are redrawn
+MATRIX_KINDS = ("orthogonal", "projection", "gaussian-projection")
+
+
+def derived_seed(seed: int, purpose: str) -> int:
+    """A 63-bit seed for ``purpose`` ("key", "attacker-key") derived from the run's seed."""
+    digest = hashlib.sha256(f"disguised-nets/{purpose}/{seed}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") >> 1
+
+
+def haar_orthogonal(count: int, side: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` Haar-random orthogonal side x side matrices: Q of A = QR, A Gaussian, times sign(diag R).
+
+    The sign correction makes the QR factor unique, so Q is Haar-distributed (Mezzadri 2007)."""
+    gaussian = torch.randn(count, side, side, generator=generator, dtype=torch.float64)
+    q, r = torch.linalg.qr(gaussian)
+    return q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(-2)
+
+
+def random_projection(count: int, side: int, generator: torch.Generator, entries: str) -> torch.Tensor:
+    """``count`` full-rank random matrices with U[0, 1) (the 2019 code) or N(0, 1) entries.
+
+    Matrices whose condition number exceeds MAX_CONDITION are redrawn until none does."""
+    def draw(n: int) -> torch.Tensor:
+        if entries == "uniform":
+            return torch.rand(n, side, side, generator=generator, dtype=torch.float64)
+        return torch.randn(n, side, side, generator=generator, dtype=torch.float64)
+
+    matrices = draw(count)
+    bad = torch.linalg.cond(matrices) > MAX_CONDITION
+    while bad.any():
+        matrices[bad] = draw(int(bad.sum()))
+        bad = torch.linalg.cond(matrices) > MAX_CONDITION
+    return matrices
+
+
+def secret_key(blocks: int, side: int, matrix: str, permute: bool,
+               seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The key K: (R_1..R_t as a t x m x m float64 tensor, the permutation pi of the t positions)."""
+    generator = torch.Generator().manual_seed(seed)
+    permutation = torch.randperm(blocks, generator=generator) if permute else torch.arange(blocks)
+    if matrix == "orthogonal":
+        matrices = haar_orthogonal(blocks, side, generator)
+    elif matrix == "projection":
+        matrices = random_projection(blocks, side, generator, "uniform")
+    elif matrix == "gaussian-projection":
+        matrices = random_projection(blocks, side, generator, "gaussian")
+    else:
+        raise ValueError(f"unknown matrix kind {matrix!r}; accepted: {', '.join(MATRIX_KINDS)}")
+    return matrices, permutation
+
+
+def block_pixel_index(grid: tuple[int, int], side: int) -> torch.Tensor:
+    """t x m x m: the flat pixel index (in the padded image) of row r, column c of block i."""
+    rows, cols = grid
+    index = torch.arange(rows * side * cols * side).reshape(rows, side, cols, side)
+    return index.permute(0, 2, 1, 3).reshape(rows * cols, side, side)
+
+
+def row_mixing(matrices: torch.Tensor) -> torch.Tensor:
+    """(t*m) x m x m: R_i^T once per block row, so that bmm computes every row of X_i R_i at once."""
+    side = matrices.shape[-1]
+    return matrices.transpose(1, 2).repeat_interleave(side, dim=0).contiguous()
+
+
+class DisguiseEncoder(nn.Module):
+    """X -> T_pi((X + Delta) R) (or T_pi(X R) + Delta): a keyed linear map plus uniform noise.
+
+    Public attributes for attacks and tests: ``block`` (m), ``image_shape``, ``padded_shape``,
+    ``grid`` (blocks per column and per row), ``matrices`` (t x m x m, R_i for *source* block i,
+    blocks numbered row by row), ``permutation`` (output position p holds source block
+    ``permutation[p]``), ``noise_level`` (N / 255) and ``noise_placement``.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], block: int = 2, matrix: str = "orthogonal",
+                 permute: bool = True, noise: float = 25.0, noise_placement: str = "before",
+                 key_seed: int = 0) -> None:
+        super().__init__()
+        channels, height, width = image_shape
+        self.block = block
+        self.image_shape = (channels, height, width)
+        self.grid = (-(-height // block), -(-width // block))
+        self.padded_shape = (channels, self.grid[0] * block, self.grid[1] * block)
+        self.noise_level = noise / PIXEL_LEVELS
+        self.noise_placement = noise_placement
+        matrices, permutation = secret_key(self.grid[0] * self.grid[1], block, matrix, permute, key_seed)
+        self.register_buffer("matrices", matrices.float())
+        self.register_buffer("permutation", permutation)
+        self._register_index_maps(matrices, permutation)
+
+    def _register_index_maps(self, matrices: torch.Tensor, permutation: torch.Tensor) -> None:
+        """Gather / place indices and per-row matrices of the forward map and of its inverse."""
+        pixels = block_pixel_index(self.grid, self.block)
+        source, target = pixels[permutation].flatten(), pixels.flatten()
+        self.register_buffer("forward_gather", source)
+        self.register_buffer("forward_place", torch.argsort(target))
+        self.register_buffer("forward_mixing", row_mixing(matrices[permutation]).float())
+        self.register_buffer("inverse_gather", target)
+        self.register_buffer("inverse_place", torch.argsort(source))
+        self.register_buffer("inverse_mixing",
+                             row_mixing(torch.linalg.inv(matrices[permutation])).float())
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero-pad at the bottom and right up to ``padded_shape``."""
+        if tuple(x.shape[1:]) != self.image_shape:
+            raise ValueError(f"disguised-nets encoder built for images {self.image_shape}, "
+                             f"got {tuple(x.shape[1:])}")
+        extra_h = self.padded_shape[1] - self.image_shape[1]
+        extra_w = self.padded_shape[2] - self.image_shape[2]
+        return F.pad(x, (0, extra_w, 0, extra_h)) if extra_h or extra_w else x
+
+    def _blockwise(self, padded: torch.Tensor, gather: torch.Tensor, mixing: torch.Tensor,
+                   place: torch.Tensor) -> torch.Tensor:
+        """One bmm over all blocks: gather the blocks' rows, multiply each by its matrix, place them.
+
+        Pixels become rows of a (pixels x images) matrix, so every channel of every image goes
+        through the same gather, the same t*m small products and the same scatter."""
+        batch, channels, height, width = padded.shape
+        columns = padded.reshape(batch * channels, height * width).T
+        rows = torch.index_select(columns, 0, gather).reshape(-1, self.block, batch * channels)
+        mixed = torch.bmm(mixing.to(padded.dtype), rows).reshape(height * width, batch * channels)
+        return torch.index_select(mixed, 0, place).T.reshape(batch, channels, height, width)
+
+    def keyed_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The noise-free transform T(X) = T_pi(X R): pad, multiply block i by R_i, permute."""
+        return self._blockwise(self.pad(x), self.forward_gather, self.forward_mixing, self.forward_place)
+
+    def invert(self, z: torch.Tensor) -> torch.Tensor:
+        """T^-1 with the key: un-permute, multiply by R_i^-1, crop the padding (recovers X + Delta
+        for noise before the multiplication, X + T^-1(Delta) for noise after)."""
+        plain = self._blockwise(z, self.inverse_gather, self.inverse_mixing, self.inverse_place)
+        return plain[:, :, : self.image_shape[1], : self.image_shape[2]]
+
+    def uniform_noise(self, like: torch.Tensor) -> torch.Tensor:
+        """Delta ~ U[0, N/255], a fresh draw per image and pixel (global RNG, seeded per stage)."""
+        return torch.rand_like(like) * self.noise_level
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        padded = self.pad(x)
+        if self.noise_level > 0 and self.noise_placement == "before":
+            padded = padded + self.uniform_noise(padded)  # (X + Delta) R, the paper's formula
+        z = self._blockwise(padded, self.forward_gather, self.forward_mixing, self.forward_place)
+        if self.noise_level > 0 and self.noise_placement == "after":
+            z = z + self.uniform_noise(z)  # T_pi(X R) + Delta, the 2019 code
+        return z
+
+
+@dataclass
+class DisguisedNets(Defense):
+    """Block-wise secret RMT + permutation + uniform noise; the server trains on disguised data."""
+
+    name: ClassVar[str] = "disguised-nets"
+    summary: ClassVar[str] = ("block-wise secret permutation + random orthogonal/projection "
+                              "transform + uniform noise, (X+Delta)R (Sharma & Chen)")
+
+    block: int = param(2, "m: side of the square blocks, each with its own secret matrix R_i "
+                          "(paper: 7 on MNIST, 2 on CIFAR-10 / LFW)", minimum=1)
+    matrix: str = param("orthogonal", "how R_i is drawn: Haar orthogonal (paper), projection "
+                                      "(U[0,1) entries, 2019 code) or gaussian-projection (N(0,1))",
+                        choices=MATRIX_KINDS)
+    permute: bool = param(True, "shuffle the block positions with a secret permutation pi")
+    noise: float = param(25.0, "N: uniform noise Delta ~ U[0, N] in 0-255 pixel units "
+                               "(paper: 100 MNIST, 25 CIFAR-10, 50 LFW)", minimum=0.0)
+    noise_placement: str = param("before", "before: (X+Delta)R (paper); after: noise added after "
+                                           "multiplication and permutation (2019 code)",
+                                 choices=("before", "after"))
+
+    def encoder_for(self, image_shape: tuple[int, int, int], seed: int,
+                    purpose: str = "key") -> DisguiseEncoder:
+        """The encoder with the key derived from ``seed`` (``purpose="attacker-key"``: another key)."""
+        return self.encoder_factory(image_shape, derived_seed(seed, purpose))()
+
+    def encoder_factory(self, image_shape: tuple[int, int, int], key_seed: int) -> partial:
+        return partial(DisguiseEncoder, tuple(image_shape), self.block, self.matrix, self.permute,
+                       self.noise, self.noise_placement, key_seed)
+
+    def fit(self, scenario, ctx) -> Protection:
+        encoder = self.encoder_for(scenario.image_shape, ctx.seed).to(ctx.device)
+        seed_everything(ctx.seed)
+        server = classifier(scenario.source.arch, encoder.padded_shape, scenario.classes())
+        server = train_classifier(server, scenario.images("owner"), scenario.labels("owner"), ctx,
+                                  epochs=scenario.source.target_epochs, transform=encoder,
+                                  description=f"disguised-nets: server on disguised data "
+                                              f"({self.block}x{self.block}, N={self.noise:g})")
+        attacker_key = derived_seed(ctx.seed, "attacker-key")
+        return Protection(encoder=encoder.cpu(), server=server.cpu(),
+                          build_encoder=self.encoder_factory(scenario.image_shape, attacker_key))
+
+
+@hookimpl
+def register_defenses(register):
+    register(DisguisedNets)

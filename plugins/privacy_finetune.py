@@ -1,0 +1,180 @@
+"""Defense ``privacy-finetune``: privacy-enhancing fine tuning for split inference (Prodomo).
+
+Source: Vittorio Prodomo, "Privacy-enhancing fine tuning for secure collaborative inference"
+(slides, Federico II / NEC Labs Europe, 2022/23; no public paper or code). The deployed classifier
+is fine-tuned so that its mid-network deep features serve the public (target) task while carrying
+little else: an auxiliary loss steers the features in the encoding space, random noise may perturb
+them, the model is split there, the first half ships to the client as a closed-box encoder and the
+second half stays on the server.
+
+The auxiliary loss is Wen et al.'s center loss (Y. Wen, K. Zhang, Z. Li, Y. Qiao, "A discriminative
+feature learning approach for deep face recognition", ECCV 2016), on the features h = f1(x) at the
+split layer and the public labels y:
+
+  L = L_task(f2(h + eps), y) + alpha * L_C,   L_C = 1/2 * mean_i || h_i - c_{y_i} ||^2   (Wen eq. 2)
+
+Pulling every feature towards the center of its public class squeezes out what distinguishes
+images within a class: the private attribute (on digits with public task ``parity``, the digit
+itself). The centers c_j are running class means, not learnable parameters: initialised to the
+class means of the target model's features on the owner data, then moved towards each batch's
+features by Wen et al.'s update (eq. 4) c_j <- c_j - center_rate * sum_{i: y_i = j} (c_j - h_i)
+/ (1 + n_j). The center loss gets no gradient to the centers; it moves the features only.
+
+Noise: eps ~ N(0, sigma^2) i.i.d. per feature is added after the client half during fine tuning
+(so the server half learns to live with it) and at inference, fresh on every call (the slides:
+"random noise may be added to the features"). The center loss sees the clean features.
+
+Split point: the slides take "mid-network deep features" and draw them as the space where the
+public-task decision boundary is drawn. On He et al.'s LeNet the default ``relu3`` is the output
+of the first fully connected layer: the middle of the five weight layers (conv1, conv2, fc1 | fc2,
+fc3), a compact 120-value feature that He et al. also recommend keeping on the client against
+model inversion. Any layer name of split.py's staging works (``privbench list defenses``).
+
+Threat model: black-box. The attacker (the untrusted server, or a party it shares the features
+with) can query the closed-box encoder with its own labelled data and has the server half; it
+knows the architecture, but not the fine-tuned client weights. The threat the slides name is an
+unknown malicious task (here the scenario's private task) learned on the released features: the
+``attribute-inference`` attack.
+
+Parameters and symbols:
+  layer        split point (the slides' "mid-network"; default relu3, LeNet's first FC layer)
+  alpha        weight of the center loss (Wen et al.'s lambda; the slides give no value: 1.0)
+  noise_scale  sigma of the Gaussian feature noise eps (default 0: no noise)
+  epochs       fine-tuning epochs (left open by the slides)
+  lr           Adam learning rate (He et al.'s / privbench's 1e-3)
+  center_rate  Wen et al.'s alpha, the step of the running center update (Wen et al.: 0.5)
+
+Emits ``defense.feature_size`` (values per image sent), ``defense.center_distance`` (mean
+Euclidean distance of a test image's clean features to its public class's mean, feature units)
+and ``defense.center_ratio`` (that distance over the mean distance between class means: the
+within-class spread relative to the class separation, unitless, lower = tighter clusters).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from privbench import hookimpl
+from privbench.core import Defense, Protection
+from privbench.params import param
+from privbench.training import apply, fit, seed_everything
+from privbench_plugins.split import (LENET_LAYERS, FeaturePerturbation, SplitEncoder, feature_size,
+                                     split_model, untrained_encoder)
+
+
+class SplitClassifier(nn.Module):
+    """f2(f1(x) + eps) that also returns the clean features f1(x) for the center loss."""
+
+    def __init__(self, client: nn.Module, noise: nn.Module, server: nn.Module) -> None:
+        super().__init__()
+        self.client = client
+        self.noise = noise
+        self.server = server
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        features = self.client(x)
+        return self.server(self.noise(features)), features
+
+
+def class_means(features: torch.Tensor, labels: torch.Tensor, classes: int) -> torch.Tensor:
+    """The mean feature of each class (zero for a class with no sample)."""
+    flat = features.flatten(1)
+    sums = torch.zeros(classes, flat.shape[1], dtype=flat.dtype, device=flat.device)
+    sums.index_add_(0, labels, flat)
+    counts = torch.bincount(labels, minlength=classes).clamp(min=1).to(flat.dtype)
+    return sums / counts[:, None]
+
+
+class CenterLossObjective(nn.Module):
+    """L = cross-entropy + alpha * 1/2 mean_i ||h_i - c_{y_i}||^2 with running centers (Wen et al.)."""
+
+    def __init__(self, centers: torch.Tensor, alpha: float, center_rate: float) -> None:
+        super().__init__()
+        self.register_buffer("centers", centers.clone())
+        self.alpha = alpha
+        self.center_rate = center_rate
+
+    def forward(self, outputs: tuple[torch.Tensor, torch.Tensor], labels: torch.Tensor) -> torch.Tensor:
+        logits, features = outputs
+        flat = features.flatten(1)
+        centers = self.centers.to(flat.device)
+        center_loss = 0.5 * (flat - centers[labels]).pow(2).sum(1).mean()  # Wen et al. eq. 2
+        self.update_centers(flat.detach(), labels)
+        return nn.functional.cross_entropy(logits, labels) + self.alpha * center_loss
+
+    @torch.no_grad()
+    def update_centers(self, flat: torch.Tensor, labels: torch.Tensor) -> None:
+        """c_j <- c_j - rate * sum_{y_i = j} (c_j - h_i) / (1 + n_j)   (Wen et al. eq. 4)."""
+        centers = self.centers.to(flat.device)
+        gap = torch.zeros_like(centers).index_add_(0, labels, centers[labels] - flat)
+        counts = torch.bincount(labels, minlength=len(centers)).to(flat.dtype)
+        self.centers = centers - self.center_rate * gap / (1 + counts[:, None])
+
+
+def cluster_metrics(features: torch.Tensor, labels: torch.Tensor, classes: int) -> dict[str, float]:
+    """Mean distance of features to their class mean, and its ratio to the spread of the means."""
+    flat = features.flatten(1)
+    present = labels.unique()
+    means = class_means(flat, labels, classes)
+    distance = float((flat - means[labels]).norm(dim=1).mean())
+    between = torch.pdist(means[present]).mean() if len(present) > 1 else torch.tensor(0.0)
+    return {"defense.center_distance": distance,
+            "defense.center_ratio": distance / max(float(between), 1e-12)}
+
+
+@dataclass
+class PrivacyFinetune(Defense):
+    """Fine-tune the target model with a center loss at ``layer``, then split it there."""
+
+    name: ClassVar[str] = "privacy-finetune"
+    summary: ClassVar[str] = ("fine-tune the target model with a center loss on mid-network "
+                              "features (+ noise), ship the first half as a closed box (Prodomo)")
+    gives: ClassVar[frozenset[str]] = frozenset({"query", "architecture", "server"})
+    withheld_reasons: ClassVar[dict[str, str]] = {
+        "white-box": "the client half ships as a closed box",
+        "image-like": "defense 'privacy-finetune' sends mid-network features, not images shaped "
+                      "like the input"}
+
+    layer: str = param("relu3", "split layer whose features get the center loss; lenet layers: "
+                       + ", ".join(LENET_LAYERS))
+    alpha: float = param(1.0, "alpha: weight of the center loss (Wen et al.'s lambda)", minimum=0.0)
+    noise_scale: float = param(0.0, "sigma: std of Gaussian noise on the features (training and "
+                               "inference)", minimum=0.0)
+    epochs: int = param(10, "fine-tuning epochs", minimum=1)
+    lr: float = param(1e-3, "Adam learning rate of the fine-tuning", minimum=0.0)
+    center_rate: float = param(0.5, "Wen et al.'s alpha: step of the running center update",
+                               minimum=0.0, maximum=1.0)
+
+    def fit(self, scenario, ctx) -> Protection:
+        arch = scenario.source.arch
+        client, server = split_model(ctx.target_model(scenario), self.layer, arch, self.name)
+        noise = FeaturePerturbation("gaussian", self.noise_scale)
+        model = SplitClassifier(client, noise, server)
+        self.finetune(model, scenario, ctx)
+        encoder = SplitEncoder(model.client, noise).eval()
+        clean_test = apply(model.client, scenario.images("test"), ctx)
+        metrics = {"defense.feature_size": float(feature_size(encoder, scenario.image_shape)),
+                   **cluster_metrics(clean_test, scenario.labels("test"), scenario.classes())}
+        build = partial(untrained_encoder, arch, scenario.image_shape, scenario.classes(),
+                        self.layer, "gaussian", self.noise_scale)
+        return Protection(encoder=encoder.cpu(), server=model.server.eval().cpu(),
+                          build_encoder=build, metrics=metrics)
+
+    def finetune(self, model: SplitClassifier, scenario, ctx) -> None:
+        """Minimise cross-entropy + alpha * center loss over the owner data (both halves train)."""
+        images, labels = scenario.images("owner"), scenario.labels("owner")
+        start = class_means(apply(model.client, images, ctx), labels, scenario.classes())
+        objective = CenterLossObjective(start, self.alpha, self.center_rate)
+        seed_everything(ctx.seed)
+        fit(model, images, labels, objective, ctx, epochs=self.epochs, lr=self.lr,
+            description=f"privacy-finetune: center loss at {self.layer} (alpha {self.alpha})")
+
+
+@hookimpl
+def register_defenses(register):
+    register(PrivacyFinetune)
