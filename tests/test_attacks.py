@@ -1,0 +1,115 @@
+"""Behaviour of the attacks of the source systems on digits (issue: attacks)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from conftest import metrics_by_cell, run_matrix
+
+from privbench.cli import main
+from privbench_plugins.class_membership import fano_factor, welch_p_value
+from privbench_plugins.known_plaintext import blocks_of, unblock
+from privbench_plugins.rmle import total_variation
+
+DIGIT_TARGET = ("digits", {"target": "digit", "target_epochs": 15})
+ATTACKS = {"inverse-network", "attribute-inference", "examiner", "class-membership", "rmle", "shadow",
+           "known-plaintext"}
+
+
+def test_list_shows_every_attack_with_its_access():
+    listing = json.loads(CliRunner().invoke(main, ["list", "attacks", "--format", "json"]).stdout)
+    attacks = {a["name"]: a for a in listing["attacks"]}
+    assert ATTACKS <= set(attacks)
+    assert attacks["rmle"]["threat_model"] == "white-box" and attacks["rmle"]["requires"] == ["white-box"]
+    assert attacks["shadow"]["requires"] == ["architecture", "server"]
+    assert attacks["known-plaintext"]["threat_model"] == "known-plaintext"
+    assert attacks["examiner"]["requires"] == ["image-like"]
+
+
+@pytest.fixture(scope="module")
+def identity_run(registry, shared_cache, tmp_path_factory):
+    """Every attack against identity and strong noise, digits with target=digit."""
+    db = tmp_path_factory.mktemp("attacks") / "a.db"
+    store, report = run_matrix(
+        registry, f"sqlite:///{db}", shared_cache, datasets=[DIGIT_TARGET],
+        defenses=[("identity", {}), ("noise", {"scale": 2.0})],
+        attacks=[("rmle", {"iterations": 300, "images": 30}),
+                 ("known-plaintext", {"pairs": 100}),
+                 ("examiner", {"epochs": 15}),
+                 ("class-membership", {}),
+                 ("shadow", {"epochs": 5, "iterations": 300, "images": 30}),
+                 ("inverse-network", {"epochs": 15}),
+                 ("inverse-network", {"epochs": 15, "data": "random"})])
+    assert report.failures == []
+    return metrics_by_cell(store)
+
+
+def cell(runs, defense, attack_prefix):
+    (metrics,) = [m for (d, a, _), m in runs.items() if d == defense and a.startswith(attack_prefix)]
+    return metrics
+
+
+def test_rmle_inverts_the_unprotected_image(identity_run):
+    assert cell(identity_run, "identity", "rmle")["attack.psnr"] > 30
+
+
+def test_known_plaintext_recovers_a_linear_protection_and_not_noise(identity_run):
+    assert cell(identity_run, "identity", "known-plaintext")["attack.psnr"] > 30
+    assert cell(identity_run, "noise:scale=2.0", "known-plaintext")["attack.psnr"] < 15
+
+
+def test_examiner_reads_raw_images_and_fails_on_noise(identity_run):
+    clear = cell(identity_run, "identity", "examiner")
+    assert clear["attack.accuracy"] > clear["utility.baseline_accuracy"] - 0.1
+    assert abs(clear["attack.visual_privacy"] - (1 - clear["attack.accuracy"])) < 1e-9
+    noisy = cell(identity_run, "noise:scale=2.0", "examiner")
+    assert noisy["attack.accuracy"] < 0.3 and noisy["privacy.score"] > 0.7
+
+
+def test_class_membership_separates_in_from_out_training_classes_without_protection(identity_run):
+    clear = cell(identity_run, "identity", "class-membership")
+    assert clear["attack.p_value"] < 0.01 and clear["attack.fano_in"] > clear["attack.fano_out"]
+    assert cell(identity_run, "noise:scale=2.0", "class-membership")["attack.p_value"] > 0.05
+
+
+def test_shadow_of_the_identity_architecture_breaks_it(identity_run):
+    assert cell(identity_run, "identity", "shadow")["attack.ssim"] > 0.9
+
+
+def test_random_query_images_teach_the_decoder_less(identity_run):
+    aux = identity_run[("identity", "inverse-network:epochs=15", 0)]
+    random = identity_run[("identity", "inverse-network:data=random,epochs=15", 0)]
+    assert random["attack.psnr"] < aux["attack.psnr"]
+
+
+def test_class_membership_is_not_applicable_to_a_two_class_target(registry, shared_cache, tmp_path):
+    store, _ = run_matrix(registry, f"sqlite:///{tmp_path / 'n.db'}", shared_cache,
+                          defenses=[("identity", {})], attacks=[("class-membership", {})])
+    (only,) = store.cells()
+    assert only.status == "not-applicable"
+    assert "at least 4 classes" in only.reason and "'parity' has 2" in only.reason
+
+
+def test_fano_factor_and_welch_test_follow_the_paper():
+    pointy = torch.tensor([3] * 10)          # histogram [0,0,0,10,0...] over 10 classes
+    flat = torch.arange(10)                   # one prediction per class
+    assert fano_factor(flat, 10) == 0.0
+    assert fano_factor(pointy, 10) == pytest.approx(((10 - 1) ** 2 + 9 * 1) / 10 / 1)
+    assert welch_p_value([9.0, 9.1, 8.9, 9.2], [1.0, 1.1, 0.9]) < 0.001
+    assert welch_p_value([1.0, 1.1, 0.9], [9.0, 9.1, 8.9]) > 0.99
+
+
+def test_total_variation_is_zero_for_flat_images_and_grows_with_edges():
+    flat = torch.full((1, 1, 8, 8), 0.5)
+    edge = flat.clone()
+    edge[..., 4:] = 1.0
+    assert total_variation(flat, 2.0) == 0
+    assert total_variation(edge, 2.0) > 0 and total_variation(edge, 1.0) > total_variation(edge, 2.0)
+
+
+def test_block_reshaping_round_trips():
+    images = torch.rand(3, 2, 8, 6)
+    assert torch.equal(unblock(blocks_of(images, 2), 2, (8, 6), 2), images)
