@@ -16,7 +16,9 @@ the one-sided alternative "in-training Fano factors are higher" (the paper's hyp
 
 Reports ``attack.fano_in`` and ``attack.fano_out`` (group means), ``attack.p_value`` and
 privacy.score = clip(1 + log10(p) / 3, 0, 1): 0 at p <= 0.001 (the paper's unprotected result),
-1 at p = 1. Needs a target task with at least 4 classes (e.g. digits with target=digit).
+1 at p = 1. Needs a target task with at least 4 classes (e.g. digits with target=digit), and a
+server model that takes images shaped like the input (``image-like``): raw images are no valid
+input to the server half of a split model, which expects intermediate features.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ class ClassMembership(Attack):
     summary: ClassVar[str] = ("black-box: Fano factors of the server's predictions on raw images, "
                               "in- vs out-of-training classes (Disguised-Nets)")
     threat_model: ClassVar[str] = "black-box"
-    requires: ClassVar[frozenset[str]] = frozenset({"server"})
+    requires: ClassVar[frozenset[str]] = frozenset({"server", "image-like"})
     privacy_mapping: ClassVar[str] = "clip(1 + log10(attack.p_value) / 3, 0, 1)"
 
     held_out: int = param(3, "target-task classes left out of the owner's training data", minimum=1)

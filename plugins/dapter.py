@@ -25,10 +25,15 @@ Choices the slides leave open (documented parameters or stated here):
   per level; up-sampling by 2x2 transposed convolutions whose output is sized to the matching
   skip connection, so any image size works (8x8 digits get 2 levels, 25x25 faces 3); a 1x1
   convolution and a sigmoid give an image in [0, 1];
-- training: Adam (privbench's He et al. settings), ``epochs`` and ``lr`` parameters, batch 32.
+- training: Adam (privbench's He et al. settings: amsgrad, eps 1e-3) with ``lr``, ``epochs`` and
+  ``batch_size`` parameters; afterwards one pass over the owner's images sets the batch-norm
+  statistics exactly (after a short run the running averages lag behind the weights, and the
+  evaluation-mode U-Net would differ from the one the loss was minimised for).
 
 Parameter -> paper symbol: ``lam`` = lambda (default 0.9); ``width``, ``depth`` = the U-Net's size
-(not given in the slides); ``epochs``, ``lr`` = training of the U-Net (not given).
+(not given in the slides); ``epochs``, ``lr``, ``batch_size`` = the U-Net's training (not given;
+the defaults reach the paper's picture on digits in seconds: at lambda 0.9 the service keeps its
+accuracy, at 0.99 it falls to chance).
 
 Threat model: the U-Net runs on the user's device, so an attacker who is (or controls) a user holds
 it: every access fact holds - white-box (its parameters), query, architecture, the server (the
@@ -55,7 +60,7 @@ from torch.nn import functional as F
 from privbench import hookimpl
 from privbench.core import Defense, Protection
 from privbench.params import param
-from privbench.training import apply, fit, seed_everything
+from privbench.training import EVAL_BATCH_SIZE, apply, batches, fit, seed_everything
 
 MID_GRAY = 128 / 255  # DAPter's reference pixel value (R128, G128, B128) in [0, 1] units
 INTENSITY_LEVELS = 256
@@ -161,6 +166,26 @@ def frozen_copy(model: nn.Module) -> nn.Module:
     return frozen
 
 
+@torch.no_grad()
+def recalibrate_batch_norm(model: nn.Module, images: torch.Tensor, ctx) -> None:
+    """Set batch-norm running statistics to the exact mean / variance over ``images``.
+
+    The running averages lag behind the last weights after a short training run, so the
+    evaluation-mode U-Net would differ from the one the loss saw; one pass fixes that.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [norm.momentum for norm in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a cumulative average over the batches of this pass
+    model.to(ctx.device).train()
+    for index in batches(len(images), EVAL_BATCH_SIZE, False):
+        model(images[index].to(ctx.device))
+    for norm, momentum in zip(norms, momenta, strict=True):
+        norm.momentum = momentum
+    model.eval()
+
+
 @dataclass
 class Dapter(Defense):
     """A user-side U-Net trained with L_dap against the frozen service; the server is unchanged."""
@@ -173,16 +198,19 @@ class Dapter(Defense):
                             "sweet spot)", minimum=0.0, maximum=1.0)
     width: int = param(16, "U-Net channels at the first level (doubled per level)", minimum=1)
     depth: int = param(3, "most U-Net down-sampling levels (fewer on small images)", minimum=0)
-    epochs: int = param(20, "U-Net training epochs", minimum=1)
-    lr: float = param(1e-3, "Adam learning rate of the U-Net", minimum=0.0)
+    epochs: int = param(15, "U-Net training epochs", minimum=1)
+    lr: float = param(3e-3, "Adam learning rate of the U-Net", minimum=0.0)
+    batch_size: int = param(64, "U-Net training batch size", minimum=1)
 
     def fit(self, scenario, ctx) -> Protection:
         server = ctx.target_model(scenario)
         seed_everything(ctx.seed)
         unet = build_unet(scenario.image_shape, self.depth, self.width)
-        loss = DapLoss(frozen_copy(server).to(ctx.device), self.lam)
-        fit(unet, scenario.images("owner"), scenario.labels("owner"), loss, ctx,
-            epochs=self.epochs, lr=self.lr, description=f"dapter: U-Net (lambda {self.lam})")
+        frozen = frozen_copy(server).to(ctx.device)
+        owner, labels = scenario.images("owner"), scenario.labels("owner")
+        fit(unet, owner, labels, DapLoss(frozen, self.lam), ctx, epochs=self.epochs, lr=self.lr,
+            batch_size=self.batch_size, description=f"dapter: U-Net (lambda {self.lam})")
+        recalibrate_batch_norm(unet, owner, ctx)
         test = scenario.images("test")
         metrics = {"defense.entropy": mean_pixel_entropy(apply(unet, test, ctx)),
                    "defense.entropy_original": mean_pixel_entropy(test)}

@@ -33,6 +33,7 @@ import torch
 
 from privbench import hookimpl
 from privbench.core import Attack, AttackResult
+from privbench.errors import NotApplicable
 from privbench.params import param
 from privbench.reconstruction import reconstruction_result
 from privbench.training import apply, seed_everything
@@ -64,14 +65,15 @@ def blocks_of(images: torch.Tensor, block: int) -> torch.Tensor:
 
 
 def blockwise_inverse(encoder, z_known, x_known, z_test) -> torch.Tensor:
-    """Per block position i, fit the block of x from the block of z that the (known) permutation
-    sends there: rows of the block are samples, x_row ~ z_row R_i^-1 (plus noise)."""
+    """Per source block position i, fit the block of x from the block of z that the (known)
+    permutation moved it to: each block row is a sample, x_row ~ z_row R_i^-1 (plus noise)."""
     block = int(encoder.block)
     padded = tuple(encoder.padded_shape[-2:])
     pad = (0, padded[1] - x_known.shape[-1], 0, padded[0] - x_known.shape[-2])
     x_blocks = blocks_of(torch.nn.functional.pad(x_known, pad), block)
-    z_blocks = blocks_of(z_known, block)[:, encoder.permutation.cpu()]
-    t_blocks = blocks_of(z_test, block)[:, encoder.permutation.cpu()]
+    source_to_output = torch.argsort(encoder.permutation.cpu())  # output p holds source permutation[p]
+    z_blocks = blocks_of(z_known, block)[:, source_to_output]
+    t_blocks = blocks_of(z_test, block)[:, source_to_output]
     out = torch.empty(len(z_test), *t_blocks.shape[1:], dtype=torch.float64)
     for i in range(x_blocks.shape[1]):
         inputs = with_intercept(z_blocks[:, i].reshape(-1, block))
@@ -105,6 +107,8 @@ class KnownPlaintext(Attack):
                       choices=("global", "blockwise"))
 
     def run(self, scenario, protection, ctx) -> AttackResult:
+        if self.mode == "blockwise":
+            self._check_blockwise(protection.encoder)
         seed_everything(ctx.seed)
         aux = scenario.images("aux")
         known = aux[torch.randperm(len(aux), generator=torch.Generator().manual_seed(ctx.seed))[:self.pairs]]
@@ -112,7 +116,6 @@ class KnownPlaintext(Attack):
         test = scenario.images("test")
         z_test = apply(protection.encoder, test, ctx)
         if self.mode == "blockwise":
-            self._check_blockwise(protection.encoder)
             reconstructed = blockwise_inverse(protection.encoder, z_known, known, z_test)
         else:
             reconstructed = global_inverse(z_known, known, z_test)
@@ -123,8 +126,9 @@ class KnownPlaintext(Attack):
     def _check_blockwise(encoder) -> None:
         missing = [a for a in ("block", "padded_shape", "permutation") if not hasattr(encoder, a)]
         if missing:
-            raise ValueError("mode=blockwise needs an encoder that exposes its blocks (block, "
-                             f"padded_shape, permutation); this one lacks {', '.join(missing)}")
+            raise NotApplicable("attack 'known-plaintext' with mode=blockwise needs a block-wise "
+                                "encoder (one exposing block, padded_shape, permutation, as "
+                                f"disguised-nets does); this encoder lacks {', '.join(missing)}")
 
 
 @hookimpl

@@ -101,6 +101,13 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model_stages(model)]
 
 
+def check_known_layer(owner: str, layer: str) -> None:
+    """Fail early (before any training) on a layer that no built-in architecture has."""
+    if layer not in LENET_LAYERS and layer not in RESNET18_LAYERS:
+        raise PrivbenchError(f"defense '{owner}': unknown layer '{layer}'; accepted: lenet: "
+                             f"{', '.join(LENET_LAYERS)}; resnet18: {', '.join(RESNET18_LAYERS)}")
+
+
 def split_model(model: nn.Module, layer: str, arch: str = "the target model",
                 owner: str = "split") -> tuple[nn.Sequential, nn.Sequential]:
     """Deep copies of (f_theta1, f_theta2): the stages up to and including ``layer``, and the rest.
@@ -209,6 +216,12 @@ class Split(Defense):
                            "no 1/(1 - r) rescaling", minimum=0.0, maximum=1.0)
     finetune_server: bool = param(False, "fine-tune a copy of the server part on perturbed features")
     finetune_epochs: int = param(10, "epochs of the server fine-tuning (Adam, lr 1e-3)", minimum=1)
+
+    @classmethod
+    def from_params(cls, raw=None):
+        defense = super().from_params(raw)
+        check_known_layer(cls.name, defense.layer)
+        return defense
 
     def perturbation(self) -> FeaturePerturbation:
         return FeaturePerturbation(self.feature_noise, self.noise_scale, self.dropout)

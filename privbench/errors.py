@@ -22,3 +22,9 @@ def accepted(names) -> str:
     """The list of accepted names, for error messages."""
     names = sorted(names)
     return ", ".join(names) if names else "(none registered)"
+
+
+class NotApplicable(Exception):
+    """Raised by an attack that finds, only once it holds the protection, that it cannot run
+    against it (e.g. a block-wise fit of an encoder without blocks); the matrix stores the cell as
+    ``not-applicable`` with this message as its reason."""

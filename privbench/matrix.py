@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from privbench.context import RunContext, config_key
-from privbench.errors import PrivbenchError
+from privbench.errors import NotApplicable, PrivbenchError
 from privbench.params import format_spec, parse_spec
 from privbench.plugins import Registry
 from privbench.store import CellOutcome, Store, utcnow
@@ -250,6 +250,9 @@ class MatrixRunner:
                 metrics, artifacts = self._attack(scenario, protection, cell)
                 self._record(cell, report, overall, "done", None, None, {**utility, **metrics},
                              artifacts, started)
+            except NotApplicable as reason_found_late:
+                self._record(cell, report, overall, "not-applicable", str(reason_found_late), None,
+                             {}, [], started)
             except Exception as error:
                 if fitted is None:
                     fitted = error

@@ -27,6 +27,7 @@ def test_list_shows_every_attack_with_its_access():
     assert attacks["shadow"]["requires"] == ["architecture", "server"]
     assert attacks["known-plaintext"]["threat_model"] == "known-plaintext"
     assert attacks["examiner"]["requires"] == ["image-like"]
+    assert attacks["class-membership"]["requires"] == ["image-like", "server"]
 
 
 @pytest.fixture(scope="module")
@@ -113,3 +114,56 @@ def test_total_variation_is_zero_for_flat_images_and_grows_with_edges():
 def test_block_reshaping_round_trips():
     images = torch.rand(3, 2, 8, 6)
     assert torch.equal(unblock(blocks_of(images, 2), 2, (8, 6), 2), images)
+
+
+@pytest.fixture(scope="module")
+def protected_run(registry, shared_cache, tmp_path_factory):
+    """The attacks against split at three depths and against disguised-nets, digits target=digit."""
+    db = tmp_path_factory.mktemp("attacks") / "p.db"
+    store, report = run_matrix(
+        registry, f"sqlite:///{db}", shared_cache, datasets=[DIGIT_TARGET],
+        defenses=[("split", {"layer": ["conv1", "relu2", "fc1"]}),
+                  ("disguised-nets", {"noise": [0.0, 25.0]})],
+        attacks=[("rmle", {"iterations": 300, "images": 30}),
+                 ("known-plaintext", {"pairs": 200, "mode": ["global", "blockwise"]}),
+                 ("examiner", {"epochs": 15}),
+                 ("class-membership", {})])
+    assert report.failures == []
+    return store, metrics_by_cell(store)
+
+
+def test_rmle_inverts_the_first_conv_layer_and_loses_ground_as_the_split_deepens(protected_run):
+    _, runs = protected_run
+    psnr = {layer: cell(runs, f"split:layer={layer}" if layer != "relu2" else "split", "rmle")["attack.psnr"]
+            for layer in ("conv1", "relu2", "fc1")}
+    # observed (seed 0): conv1 67.6 dB, relu2 12.1 dB, fc1 9.3 dB
+    assert psnr["conv1"] > 30, psnr
+    assert psnr["conv1"] > psnr["relu2"] > psnr["fc1"], psnr
+
+
+@pytest.mark.parametrize("mode", ["global", "blockwise"])
+def test_known_plaintext_recovers_noise_free_disguised_nets(protected_run, mode):
+    _, runs = protected_run
+    attack = f"known-plaintext:mode={mode},pairs=200" if mode != "global" else "known-plaintext:pairs=200"
+    assert runs[("disguised-nets:noise=0.0", attack, 0)]["attack.psnr"] > 30
+
+
+def test_examiner_fails_on_disguised_images(protected_run):
+    _, runs = protected_run
+    disguised = cell(runs, "disguised-nets", "examiner")
+    assert disguised["attack.accuracy"] < disguised["attack.chance"] + 0.15, disguised
+
+
+def test_class_membership_finds_nothing_behind_disguised_nets(protected_run):
+    _, runs = protected_run
+    assert cell(runs, "disguised-nets", "class-membership")["attack.p_value"] > 0.05
+
+
+def test_attacks_a_defense_cannot_serve_are_stored_as_not_applicable(protected_run):
+    store, _ = protected_run
+    skipped = {(c.defense_spec, c.attack_spec): c.reason for c in store.cells()
+               if c.status == "not-applicable"}
+    assert "intermediate features" in skipped[("split:layer=fc1", "examiner:epochs=15")]
+    assert ("split", "rmle:images=30,iterations=300") not in skipped
+    assert "not images shaped like the input" in skipped[("split", "class-membership")]
+    assert "block-wise encoder" in skipped[("split", "known-plaintext:mode=blockwise,pairs=200")]
