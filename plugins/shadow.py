@@ -27,6 +27,7 @@ from torch import nn
 
 from privbench import hookimpl
 from privbench.core import Attack, AttackResult
+from privbench.errors import NotApplicable
 from privbench.params import param
 from privbench.reconstruction import reconstruction_result, test_subset
 from privbench.training import accuracy, apply, seed_everything, train_classifier
@@ -104,7 +105,9 @@ class Shadow(Attack):
     def _train_shadow(self, scenario, protection, z_shape, ctx) -> nn.Module:
         if self.shadow_arch == "same":
             if protection.build_encoder is None:
-                raise ValueError("the defense gives no encoder architecture to copy (build_encoder)")
+                raise NotApplicable("attack 'shadow' with shadow_arch=same needs the encoder's "
+                                    "architecture, and this defense's Protection has no "
+                                    "build_encoder; shadow_arch=different needs none")
             shadow = protection.build_encoder()
         else:
             shadow = GenericShadow(scenario.image_shape, z_shape)

@@ -1,4 +1,4 @@
-"""The ``privbench`` command line: ``list``, ``matrix``, ``results``."""
+"""The ``privbench`` command line: ``list``, ``matrix``, ``results``, ``leaderboard``."""
 
 from __future__ import annotations
 
@@ -100,8 +100,10 @@ def _describe(item) -> dict:
 @click.option("--download/--no-download", default=None,
               help="Let torchvision download missing datasets (needs internet).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--leaderboard", "leaderboard_dir", default=None, type=click.Path(file_okay=False),
+              help="Render the leaderboard of the whole store into DIR at the end of the run.")
 def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_dir, data_dir,
-           download, quiet) -> None:
+           download, quiet, leaderboard_dir) -> None:
     """Run the defense x attack matrix and store every cell."""
     from privbench.matrix import MatrixConfig, entries_from_config, parse_seeds, read_config_file
     from privbench.params import parse_spec
@@ -117,10 +119,11 @@ def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_di
         seeds=parse_seeds(pick(seeds, "seeds", "0")))
     _run_matrix(config, db=pick(db, "db", "privbench.db"), device=pick(device, "device", "auto"),
                 cache_dir=pick(cache_dir, "cache_dir", None), data_dir=pick(data_dir, "data_dir", None),
-                download=bool(pick(download, "download", False)), quiet=quiet)
+                download=bool(pick(download, "download", False)), quiet=quiet,
+                leaderboard_dir=pick(leaderboard_dir, "leaderboard", None))
 
 
-def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet) -> None:
+def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, leaderboard_dir) -> None:
     from pathlib import Path
 
     from privbench.context import (
@@ -154,11 +157,30 @@ def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet) -> 
     _print_table(console, summarize(store.cells(report.keys)))
     console.print(f"{report.planned} cells: {report.skipped} already finished, "
                   f"{len(report.outcomes)} run in {report.wall_s:.1f} s; results in {store.url}")
+    if leaderboard_dir:  # rendered before the exit status, so failed cells show on the page too
+        _render_leaderboard(store, leaderboard_dir)
     if report.failures:
         for outcome in report.failures:
             click.echo(f"failed: {outcome.dataset_spec} · {outcome.defense_spec} · "
                        f"{outcome.attack_spec} · seed {outcome.seed}: {outcome.reason}", err=True)
         sys.exit(1)
+
+
+def _render_leaderboard(store, out_dir: str) -> None:
+    from leaderboard import render_site
+    index = render_site(store, out_dir)
+    click.echo(f"leaderboard: {index} (open it in a browser; it needs no network)")
+
+
+@main.command()
+@click.option("--db", default="privbench.db", show_default=True,
+              help="SQLAlchemy URL or SQLite path of the store to render.")
+@click.option("-o", "--output", "out_dir", default="site", show_default=True,
+              type=click.Path(file_okay=False), help="Folder the static site is written to.")
+def leaderboard(db: str, out_dir: str) -> None:
+    """Render the static HTML leaderboard (one page per dataset, an index) from the store."""
+    from privbench.store import existing_store
+    _render_leaderboard(existing_store(db), out_dir)
 
 
 def _print_table(console, rows: list[dict],
@@ -212,8 +234,8 @@ def _mean_std(stat: dict | None, digits: int = 3) -> str:
 @click.option("--cells", "per_cell", is_flag=True, help="One row per cell (every seed) instead.")
 def results(db: str, fmt: str, per_cell: bool) -> None:
     """Show stored results: per (dataset, defense, attack), each metric's mean and std over seeds."""
-    from privbench.store import Store, cell_as_dict, summarize
-    store = Store(db)
+    from privbench.store import cell_as_dict, existing_store, summarize
+    store = existing_store(db)
     cells = store.cells()
     rows = [cell_as_dict(c) for c in cells] if per_cell else summarize(cells)
     if fmt == "json":

@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -142,6 +143,22 @@ class CellOutcome:
 def normalize_url(url: str) -> str:
     """A plain path means a SQLite file; anything with '://' is a SQLAlchemy URL."""
     return url if "://" in url else f"sqlite:///{url}"
+
+
+def existing_store(url: str) -> Store:
+    """Open a store that must already exist (for reading): a missing SQLite file is a one-line error
+    instead of a silently created empty database."""
+    from sqlalchemy.engine import make_url
+    url = normalize_url(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return Store(url)  # Store reports the bad URL
+    path = parsed.database
+    if parsed.get_backend_name() == "sqlite" and path and path != ":memory:" and not Path(path).exists():
+        raise PrivbenchError(f"no privbench store at {path!r}; run `privbench matrix` first or pass "
+                             "--db with the file or SQLAlchemy URL of an existing store")
+    return Store(url)
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

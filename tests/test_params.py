@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from privbench_plugins.noise import Noise
 
 from privbench.errors import PrivbenchError
 from privbench.params import format_spec, parse_spec
+from privbench_plugins.noise import Noise
 
 
 def test_parse_spec_splits_name_and_pairs():

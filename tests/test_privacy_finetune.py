@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import metrics_by_cell, run_matrix
 
 from privbench.context import RunContext

@@ -9,6 +9,7 @@ pixels, fitted on queried aux images).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import ClassVar
 
 import torch
@@ -45,7 +46,8 @@ class BoxBlurDefense(Defense):
         train_classifier(server, scenario.images("owner"), scenario.labels("owner"), ctx,
                          epochs=scenario.source.target_epochs, transform=encoder,
                          description="box-blur: server")
-        return Protection(encoder=encoder, server=server)
+        # build_encoder: an untrained copy of the encoder's architecture, for query-free attacks
+        return Protection(encoder=encoder, server=server, build_encoder=partial(BoxBlur, self.cell))
 
 
 @dataclass

@@ -1,0 +1,306 @@
+"""The leaderboard's numbers: per dataset, one row per defense, one group per (defense, attack).
+
+Everything here is plain data computed from the store's cells; the templates only lay it out.
+The combined score of a defense is its **worst case**: per seed, the lowest ``privacy.score`` over
+the attacks that ran on it (not-applicable attacks excluded), then mean ± std over seeds.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from functools import cached_property
+
+from privbench.store import Cell, Run
+
+THREAT_MODELS = ("white-box", "black-box", "query-free", "known-plaintext")
+UNITS = {
+    "utility.accuracy": "fraction", "utility.baseline_accuracy": "fraction", "utility.drop": "fraction",
+    "attack.psnr": "dB", "attack.psnr_chance": "dB", "attack.ssim": "[-1, 1]", "attack.ssim_chance": "[-1, 1]",
+    "attack.accuracy": "fraction", "attack.chance": "fraction", "attack.p_value": "p",
+    "privacy.score": "[0, 1]", "cost.fit_s": "s", "cost.encode_ms_per_image": "ms", "cost.attack_s": "s",
+}
+SCORE = "privacy.score"
+
+
+def unit(metric: str) -> str:
+    """The unit of a metric from the README's table, '' when it is not a documented metric."""
+    return UNITS.get(metric, "")
+
+
+def decimals(value: float) -> int:
+    """3 decimals below 10, 2 below 100, 1 above."""
+    size = abs(value)
+    return 3 if size < 10 else 2 if size < 100 else 1
+
+
+def fmt(value: float | None, metric: str = "", digits: int | None = None) -> str:
+    """A number at a precision that suits its size (small p-values in scientific notation)."""
+    if value is None:
+        return "—"
+    if metric.endswith("p_value") and 0 < abs(value) < 1e-3:
+        return f"{value:.1e}"
+    return f"{value:.{decimals(value) if digits is None else digits}f}"
+
+
+@dataclass(frozen=True)
+class Stat:
+    """Mean, sample standard deviation (None for a single value) and n of one metric over seeds."""
+
+    mean: float
+    std: float | None
+    n: int
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Stat | None:
+        values = list(values)
+        if not values:
+            return None
+        return cls(statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None, len(values))
+
+    def parts(self, metric: str = "") -> tuple[str, str | None]:
+        """The mean and the std as text, the std at the mean's precision (None when n = 1)."""
+        digits = decimals(self.mean)
+        std = None if self.std is None else fmt(self.std, metric, digits)
+        return fmt(self.mean, metric, digits), std
+
+    def text(self, metric: str = "") -> str:
+        """``mean ± std`` (only the mean when n = 1); the templates show n beside it."""
+        mean, std = self.parts(metric)
+        return mean if std is None else f"{mean} ± {std}"
+
+
+def metric_of(cell: Cell, name: str) -> float | None:
+    return next((m.value for m in cell.metrics if m.name == name), None)
+
+
+@dataclass(frozen=True)
+class AttackColumn:
+    """One attack spec of a page with the threat model its cells declared."""
+
+    spec: str
+    name: str
+    threat_model: str
+
+
+@dataclass
+class Group:
+    """One (defense, attack) pair of a dataset page: its cells, one per seed."""
+
+    anchor: str
+    defense: str
+    attack: AttackColumn
+    cells: list[Cell]
+
+    @property
+    def done(self) -> list[Cell]:
+        return [c for c in self.cells if c.status == "done"]
+
+    @cached_property
+    def status(self) -> str:
+        """done, not-applicable or failed when every seed agrees, else mixed."""
+        statuses = {c.status for c in self.cells}
+        return statuses.pop() if len(statuses) == 1 else "mixed"
+
+    @cached_property
+    def reason(self) -> str:
+        """Every distinct reason of the group's cells, with the seeds it applies to."""
+        reasons: dict[str, list[int]] = {}
+        for cell in self.cells:
+            if cell.reason:
+                reasons.setdefault(f"{cell.status}: {cell.reason}", []).append(cell.seed)
+        return "\n".join(f"{text} (seed {', '.join(map(str, seeds))})" for text, seeds in reasons.items())
+
+    def stat(self, metric: str) -> Stat | None:
+        return Stat.of(v for v in (metric_of(c, metric) for c in self.done) if v is not None)
+
+    @cached_property
+    def score(self) -> Stat | None:
+        return self.stat(SCORE)
+
+    @cached_property
+    def metric_names(self) -> list[str]:
+        return sorted({m.name for c in self.cells for m in c.metrics})
+
+
+@dataclass
+class DefenseRow:
+    """One defense spec (a parameter setting) of a dataset page, with its group per attack."""
+
+    spec: str
+    name: str
+    groups: dict[str, Group]
+    rank: int = 0
+
+    def per_seed(self, metric: str) -> dict[int, float]:
+        """A per-defense metric (utility, cost) by seed: every attack's cell carries the same value."""
+        values: dict[int, list[float]] = {}
+        for group in self.groups.values():
+            for cell in group.done:
+                value = metric_of(cell, metric)
+                if value is not None:
+                    values.setdefault(cell.seed, []).append(value)
+        return {seed: statistics.fmean(v) for seed, v in sorted(values.items())}
+
+    def stat(self, metric: str) -> Stat | None:
+        return Stat.of(self.per_seed(metric).values())
+
+    @cached_property
+    def worst_case(self) -> Stat | None:
+        """The combined score: per seed the minimum privacy.score over the attacks that ran."""
+        by_seed: dict[int, list[float]] = {}
+        for group in self.groups.values():
+            for cell in group.done:
+                score = metric_of(cell, SCORE)
+                if score is not None:
+                    by_seed.setdefault(cell.seed, []).append(score)
+        return Stat.of(min(scores) for scores in by_seed.values())
+
+    @property
+    def attacks_scored(self) -> int:
+        return sum(1 for g in self.groups.values() if g.score is not None)
+
+    @property
+    def attacks_applicable(self) -> int:
+        return sum(1 for g in self.groups.values() if g.status != "not-applicable")
+
+    @property
+    def failed(self) -> bool:
+        return any(c.status == "failed" for g in self.groups.values() for c in g.cells)
+
+    def sort_key(self) -> tuple:
+        """Ranked by the worst case (higher first), ties by utility.accuracy, then by name."""
+        score, utility = self.worst_case, self.stat("utility.accuracy")
+        return (score is None, -(score.mean if score else 0), -(utility.mean if utility else 0), self.spec)
+
+
+@dataclass
+class DatasetPage:
+    """Everything one dataset page shows."""
+
+    spec: str
+    filename: str
+    attacks: list[AttackColumn]
+    rows: list[DefenseRow]
+    cells: list[Cell]
+    runs: dict[int, Run]
+    images: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # cell id: [(name, path)]
+    plots: list = field(default_factory=list)
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({c.seed for c in self.cells})
+
+    @property
+    def groups(self) -> list[Group]:
+        return [row.groups[a.spec] for row in self.rows for a in self.attacks if a.spec in row.groups]
+
+    def count(self, status: str) -> int:
+        return sum(1 for c in self.cells if c.status == status)
+
+    def threat_groups(self) -> list[tuple[str, int]]:
+        """(threat model, number of attack columns) in column order, for the grouped header."""
+        spans: list[tuple[str, int]] = []
+        for attack in self.attacks:
+            if spans and spans[-1][0] == attack.threat_model:
+                spans[-1] = (attack.threat_model, spans[-1][1] + 1)
+            else:
+                spans.append((attack.threat_model, 1))
+        return spans
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """The versions of the runs behind the page's cells (the latest run wins on a conflict)."""
+        merged: dict[str, str] = {}
+        for run_id in sorted({c.run_id for c in self.cells}):
+            run = self.runs.get(run_id)
+            merged.update({str(k): str(v) for k, v in ((run.versions or {}) if run else {}).items()})
+        return merged
+
+    @property
+    def reproduce(self) -> str:
+        """The ``privbench matrix`` command that runs every cell of this page."""
+        return reproduce_command(self.spec, self.cells)
+
+    def gallery(self) -> list[tuple[AttackColumn, list[tuple[DefenseRow, Cell, str]]]]:
+        """Per attack, one saved image per defense (its lowest seed), in ranking order."""
+        shown = []
+        for attack in self.attacks:
+            figures = []
+            for row in self.rows:
+                group = row.groups.get(attack.spec)
+                first = next((c for c in (group.done if group else []) if self.images.get(c.id)), None)
+                if first is not None:
+                    figures.append((row, first, self.images[first.id][0][1]))
+            if figures:
+                shown.append((attack, figures))
+        return shown
+
+
+def unique(values: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(values))
+
+
+def reproduce_command(dataset_spec: str, cells: list[Cell]) -> str:
+    """``privbench matrix`` with the page's dataset, defense and attack specs and seeds, shell-quoted."""
+    seeds = ",".join(str(s) for s in sorted({c.seed for c in cells}))
+    parts = ["privbench matrix", f"--dataset {shlex.quote(dataset_spec)}"]
+    parts += [f"--defense {shlex.quote(spec)}" for spec in unique(c.defense_spec for c in cells)]
+    parts += [f"--attack {shlex.quote(spec)}" for spec in unique(c.attack_spec for c in cells)]
+    parts.append(f"--seeds {seeds}")
+    return " \\\n    ".join(parts)
+
+
+def attack_columns(cells: list[Cell]) -> list[AttackColumn]:
+    """The attack specs of a page, grouped by threat model in DESIGN.md's order."""
+    columns = {c.attack_spec: AttackColumn(c.attack_spec, c.attack, c.threat_model) for c in cells}
+
+    def order(column: AttackColumn) -> tuple:
+        known = column.threat_model in THREAT_MODELS
+        return (not known, THREAT_MODELS.index(column.threat_model) if known else 0, column.spec)
+
+    return sorted(columns.values(), key=order)
+
+
+def defense_rows(cells: list[Cell], attacks: list[AttackColumn]) -> list[DefenseRow]:
+    """One row per defense spec, ranked, each with its (defense, attack) groups."""
+    by_attack = {a.spec: a for a in attacks}
+    rows: dict[str, DefenseRow] = {}
+    for cell in cells:
+        row = rows.setdefault(cell.defense_spec, DefenseRow(cell.defense_spec, cell.defense, {}))
+        group = row.groups.setdefault(cell.attack_spec, Group("", cell.defense_spec, by_attack[cell.attack_spec], []))
+        group.cells.append(cell)
+    ranked = sorted(rows.values(), key=DefenseRow.sort_key)
+    for rank, row in enumerate(ranked, 1):
+        row.rank = rank
+        for group in row.groups.values():
+            group.anchor = f"g{rank}-{[a.spec for a in attacks].index(group.attack.spec) + 1}"
+    return ranked
+
+
+def page_filenames(specs: list[str]) -> dict[str, str]:
+    """A safe, unique ``.html`` file name per dataset spec (``digits:target=digit`` → ``digits-target-digit``)."""
+    names: dict[str, str] = {}
+    for spec in specs:
+        stem = re.sub(r"[^A-Za-z0-9_]+", "-", spec).strip("-_")[:80] or "dataset"
+        candidate, number = stem, 2
+        while candidate + ".html" in names.values() or candidate == "index":
+            candidate, number = f"{stem}-{number}", number + 1
+        names[spec] = candidate + ".html"
+    return names
+
+
+def dataset_pages(cells: list[Cell], runs: dict[int, Run]) -> list[DatasetPage]:
+    """One page per dataset spec, in the store's order."""
+    by_dataset: dict[str, list[Cell]] = {}
+    for cell in cells:
+        by_dataset.setdefault(cell.dataset_spec, []).append(cell)
+    filenames = page_filenames(list(by_dataset))
+    pages = []
+    for spec, members in by_dataset.items():
+        attacks = attack_columns(members)
+        pages.append(DatasetPage(spec, filenames[spec], attacks, defense_rows(members, attacks), members, runs))
+    return pages
