@@ -100,10 +100,17 @@ def _describe(item) -> dict:
 @click.option("--download/--no-download", default=None,
               help="Let torchvision download missing datasets (needs internet).")
 @click.option("--quiet", is_flag=True, help="No progress bars.")
+@click.option("--executor", default=None, type=click.Choice(["local", "process", "ray"]),
+              help="Where cells run: this process, N worker processes, or Ray tasks.  [default: local]")
+@click.option("--workers", type=int, default=None,
+              help="Worker processes or Ray CPUs.  [default: the machine's cores]")
+@click.option("--threads", type=int, default=None,
+              help="Torch threads per worker.  [default: cores / workers]")
+@click.option("--ray-address", default=None, help="Address of a running Ray cluster.  [default: start a local one]")
 @click.option("--leaderboard", "leaderboard_dir", default=None, type=click.Path(file_okay=False),
               help="Render the leaderboard of the whole store into DIR at the end of the run.")
 def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_dir, data_dir,
-           download, quiet, leaderboard_dir) -> None:
+           download, quiet, executor, workers, threads, ray_address, leaderboard_dir) -> None:
     """Run the defense x attack matrix and store every cell."""
     from privbench.matrix import MatrixConfig, entries_from_config, parse_seeds, read_config_file
     from privbench.params import parse_spec
@@ -120,10 +127,15 @@ def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_di
     _run_matrix(config, db=pick(db, "db", "privbench.db"), device=pick(device, "device", "auto"),
                 cache_dir=pick(cache_dir, "cache_dir", None), data_dir=pick(data_dir, "data_dir", None),
                 download=bool(pick(download, "download", False)), quiet=quiet,
-                leaderboard_dir=pick(leaderboard_dir, "leaderboard", None))
+                leaderboard_dir=pick(leaderboard_dir, "leaderboard", None),
+                executor={"executor": pick(executor, "executor", "local"),
+                          "workers": pick(workers, "workers", None),
+                          "threads": pick(threads, "threads", None),
+                          "ray_address": pick(ray_address, "ray_address", None)})
 
 
-def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, leaderboard_dir) -> None:
+def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, leaderboard_dir,
+                executor) -> None:
     from pathlib import Path
 
     from privbench.context import (
@@ -145,7 +157,7 @@ def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, lea
                          cache=ArtifactCache(cache_dir or default_cache_dir()),
                          data_dir=Path(data_dir) if data_dir else privbench_home() / "data",
                          download=download)
-        runner = MatrixRunner(registry, store, ctx)
+        runner = MatrixRunner(registry, store, ctx, **executor)
         try:
             report = runner.run(config)
         except KeyboardInterrupt:

@@ -7,17 +7,23 @@ reuses them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
 
 from privbench.errors import PrivbenchError
 from privbench.progress import SilentProgress
@@ -75,21 +81,78 @@ class ArtifactCache:
 
     def _load_or_build(self, kind: str, config: dict[str, Any], build: Callable[[], Any]) -> tuple[Any, float]:
         path = self.path(kind, config)
-        if path is not None and path.exists():
-            try:
-                record = torch.load(path, map_location="cpu", weights_only=False)
-                return record["artifact"], record["build_s"]
-            except Exception:  # a corrupt or outdated file: rebuild it
-                path.unlink(missing_ok=True)
-        started = time.perf_counter()
-        artifact = build()
-        build_s = time.perf_counter() - started
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
-                torch.save({"artifact": artifact, "build_s": build_s, "config": config}, tmp)
-            os.replace(tmp.name, path)
-        return artifact, build_s
+        if path is None:
+            return self._build(build)
+        loaded = self._load(path)
+        if loaded is None:
+            with file_lock(path.with_suffix(".lock")):  # another process may be building it now
+                loaded = self._load(path)  # it finished while we waited: load, do not rebuild
+                if loaded is None:
+                    loaded = self._build(build)
+                    self._save(path, config, *loaded)
+        return loaded
+
+    @staticmethod
+    def _build(build: Callable[[], Any]) -> tuple[Any, float]:
+        """Build the artifact without moving the caller's random streams: a cell gets the same
+        numbers whether it built a shared artifact or loaded it from the cache."""
+        with preserved_rng():
+            started = time.perf_counter()
+            artifact = build()
+            return artifact, time.perf_counter() - started
+
+    @staticmethod
+    def _load(path: Path) -> tuple[Any, float] | None:
+        if not path.exists():
+            return None
+        try:
+            record = torch.load(path, map_location="cpu", weights_only=False)
+            return record["artifact"], record["build_s"]
+        except Exception:  # a corrupt or outdated file: rebuild it
+            path.unlink(missing_ok=True)
+            return None
+
+    @staticmethod
+    def _save(path: Path, config: dict[str, Any], artifact: Any, build_s: float) -> None:
+        """Write atomically: a reader sees the whole file or none."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+            torch.save({"artifact": artifact, "build_s": build_s, "config": config}, tmp)
+        os.replace(tmp.name, path)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes on this machine (or on a shared filesystem with
+    working POSIX locks), held while one process builds a shared artifact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        if fcntl is None:  # pragma: no cover - no POSIX locks (Windows): one process at a time
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's (CPU and CUDA) random states on exit."""
+    import random
+
+    import numpy as np
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
 
 
 @dataclasses.dataclass

@@ -8,27 +8,26 @@ defense cannot give is stored as ``not-applicable`` with the reason.
 
 from __future__ import annotations
 
-import functools
 import itertools
 import platform
 import sys
 import time
 import tomllib
-import traceback
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from privbench.context import RunContext, config_key
-from privbench.errors import NotApplicable, PrivbenchError
+from privbench.errors import PrivbenchError
 from privbench.params import format_spec, parse_spec
 from privbench.plugins import Registry
-from privbench.store import CellOutcome, Store, utcnow
+from privbench.store import CellOutcome, Store
 
 DEFAULT_DATASET = "digits"
 CONFIG_KEYS = {"datasets", "dataset", "defenses", "defense", "attacks", "attack", "seeds", "device",
-               "db", "cache_dir", "data_dir", "download"}
+               "db", "cache_dir", "data_dir", "download", "executor", "workers", "threads",
+               "ray_address", "leaderboard"}
 
 
 @dataclass(frozen=True)
@@ -180,149 +179,84 @@ class RunReport:
 
 
 class MatrixRunner:
-    """Runs planned cells, sharing scenarios and fitted defenses between the cells that use them."""
+    """Plans the cells, hands them to an executor stage by stage and stores each one as it finishes.
 
-    def __init__(self, registry: Registry, store: Store, ctx: RunContext) -> None:
+    The store has one writer, this object, whatever executor runs the jobs (privbench.executors).
+    """
+
+    def __init__(self, registry: Registry, store: Store, ctx: RunContext, *, executor: str = "local",
+                 workers: int | None = None, threads: int | None = None,
+                 ray_address: str | None = None) -> None:
         self.registry = registry
         self.store = store
         self.ctx = ctx
-        self.datasets: dict[str, Any] = {}
+        self.executor_options = {"name": executor, "workers": workers, "threads": threads,
+                                 "ray_address": ray_address}
+        self.counts = {"done": 0, "not-applicable": 0, "failed": 0}
 
     def run(self, config: MatrixConfig) -> RunReport:
+        from privbench.executors import make_executor
+        from privbench.worker import CellWorker
         started = time.perf_counter()
         cells = plan(self.registry, config)
         finished = self.store.finished_keys()
         pending = [cell for cell in cells if cell.key not in finished]
-        run_id = self.store.start_run({"matrix": config.as_dict(), "argv": sys.argv},
+        executor = make_executor(worker=CellWorker(self.ctx), **self.executor_options)
+        run_id = self.store.start_run({"matrix": config.as_dict(), "argv": sys.argv,
+                                       "executor": executor.name, "workers": executor.workers},
                                       versions(self.registry), platform.node())
         report = RunReport(run_id, len(cells), len(cells) - len(pending),
                            keys={cell.key for cell in cells})
-        progress = self.ctx.progress
-        overall = progress.add(f"matrix: {len(cells)} cells, {report.skipped} already finished",
-                               total=len(cells))
-        progress.update(overall, completed=report.skipped)
+        overall = self.ctx.progress.add(self._description(report, executor), total=len(cells))
+        self.ctx.progress.update(overall, completed=report.skipped)
         status = "interrupted"
         try:
-            for (dataset, seed), group in itertools.groupby(pending, lambda c: (c.dataset, c.seed)):
-                self._run_scenario(dataset, seed, list(group), report, overall)
+            for result in executor.run(scenario_jobs(pending), next_jobs):
+                for outcome in result.settled:
+                    self._record(outcome, report)
+                self.ctx.progress.update(overall, completed=report.skipped + len(report.outcomes),
+                                         description=self._description(report, executor))
             status = "finished" if not report.failures else "finished-with-failures"
         finally:
+            executor.close()
             self.store.finish_run(run_id, status)
             report.wall_s = time.perf_counter() - started
         return report
 
-    def _run_scenario(self, dataset: PluginCall, seed: int, cells: list[CellPlan],
-                      report: RunReport, overall) -> None:
-        self.ctx.seed = seed
-        try:
-            scenario = self._scenario(dataset, seed)
-        except Exception as error:  # the dataset could not be loaded: every cell fails, run goes on
-            for cell in cells:
-                self._record(cell, report, overall, *_failure(error))
-            return
-        for defense, group in itertools.groupby(cells, lambda c: c.defense):
-            self._run_defense(scenario, defense, list(group), report, overall)
+    def _description(self, report: RunReport, executor) -> str:
+        done = sum(o.status != "failed" for o in report.outcomes)
+        left = report.planned - report.skipped - len(report.outcomes)
+        return (f"matrix ({executor.name}): {report.planned} cells, {report.skipped} already "
+                f"finished · {done} done · {min(executor.running(), left)} running · "
+                f"{len(report.failures)} failed")
 
-    def _scenario(self, dataset: PluginCall, seed: int):
-        from privbench.datasets import make_scenario
-        source = dataset.instance
-        load_key = config_key(source.load_config())
-        if load_key not in self.datasets:
-            self.datasets[load_key] = source.load(self.ctx)
-        return make_scenario(source, self.datasets[load_key], seed)
-
-    def _run_defense(self, scenario, defense: PluginCall, cells: list[CellPlan],
-                     report: RunReport, overall) -> None:
-        fitted = None  # (protection, utility metrics) or the failure, computed at most once
-        for cell in cells:
-            attack = cell.attack.instance
-            reason = attack.missing_access(defense.instance) or attack.unsupported(scenario)
-            if reason:
-                self._record(cell, report, overall, "not-applicable", reason, None, {}, [])
-                continue
-            started = utcnow()
-            try:
-                if fitted is None:
-                    fitted = self._fit(scenario, defense)
-                if isinstance(fitted, BaseException):
-                    raise fitted
-                protection, utility = fitted
-                metrics, artifacts = self._attack(scenario, protection, cell)
-                self._record(cell, report, overall, "done", None, None, {**utility, **metrics},
-                             artifacts, started)
-            except NotApplicable as reason_found_late:
-                self._record(cell, report, overall, "not-applicable", str(reason_found_late), None,
-                             {}, [], started)
-            except Exception as error:
-                if fitted is None:
-                    fitted = error
-                self._record(cell, report, overall, *_failure(error), started=started)
-
-    def _fit(self, scenario, defense: PluginCall):
-        """Fit the defense (a cached shared artifact) and measure its utility and encode cost."""
-        from privbench.training import accuracy, apply, seed_everything
-        protection = self._protection(scenario, defense)
-        test, labels = scenario.images("test"), scenario.labels("test")
-        baseline = accuracy(apply(self.ctx.target_model(scenario), test, self.ctx), labels)
-        seed_everything(scenario.seed)
-        started = time.perf_counter()
-        encoded = apply(protection.encoder, test, self.ctx)
-        encode_ms = 1000 * (time.perf_counter() - started) / len(test)
-        utility = accuracy(apply(protection.server, encoded, self.ctx), labels)
-        return protection, {
-            "utility.accuracy": utility, "utility.baseline_accuracy": baseline,
-            "utility.drop": baseline - utility, "cost.fit_s": protection.fit_s,
-            "cost.encode_ms_per_image": encode_ms, **protection.metrics}
-
-    def _protection(self, scenario, defense: PluginCall):
-        """The defense fitted on ``scenario`` (or a variant of it), trained once and cached."""
-        from privbench.training import seed_everything
-
-        def build():
-            seed_everything(scenario.seed)
-            held_out = f", classes {list(scenario.held_out)} held out" if scenario.held_out else ""
-            self.ctx.progress.log(f"fitting {defense.spec} on {scenario.source.name} "
-                                  f"(seed {scenario.seed}{held_out})")
-            return defense.instance.fit(scenario, self.ctx)
-
-        protection, fit_s = self.ctx.cache.get_or_build("protection", {
-            **scenario.cache_config(), "scenario": scenario.source.params(),
-            "defense": defense.name, "params": defense.params}, build)
-        protection.fit_s = fit_s
-        return protection.to(self.ctx.device)
-
-    def _attack(self, scenario, protection, cell: CellPlan):
-        from privbench.training import seed_everything
-        seed_everything(scenario.seed)
-        self.ctx.fit_defense = functools.partial(self._protection, defense=cell.defense)
-        started = time.perf_counter()
-        try:
-            result = cell.attack.instance.run(scenario, protection, self.ctx)
-        finally:
-            self.ctx.fit_defense = None
-        metrics = {**result.metrics, "cost.attack_s": time.perf_counter() - started}
-        return metrics, result.artifacts
-
-    def _record(self, cell: CellPlan, report: RunReport, overall, status: str, reason, error,
-                metrics: dict, artifacts: list, started=None) -> None:
-        outcome = CellOutcome(
-            key=cell.key, dataset=cell.dataset.name, dataset_spec=cell.dataset.spec,
-            dataset_params=cell.dataset.params, defense=cell.defense.name,
-            defense_spec=cell.defense.spec, defense_params=cell.defense.params,
-            attack=cell.attack.name, attack_spec=cell.attack.spec, attack_params=cell.attack.params,
-            seed=cell.seed, threat_model=cell.attack.instance.threat_model, status=status,
-            started_at=started or utcnow(), finished_at=utcnow(), device=str(self.ctx.device),
-            reason=reason, error=error, metrics=metrics, artifacts=artifacts)
+    def _record(self, outcome: CellOutcome, report: RunReport) -> None:
         self.store.save_cell(report.run_id, outcome)
         report.outcomes.append(outcome)
-        self.ctx.progress.update(overall, advance=1)
-        if status != "done":
-            self.ctx.progress.log(f"{status}: {cell.label}: {reason}")
+        if outcome.status != "done":
+            label = (f"{outcome.dataset_spec} · {outcome.defense_spec} · {outcome.attack_spec} · "
+                     f"seed {outcome.seed}")
+            self.ctx.progress.log(f"{outcome.status}: {label}: {outcome.reason}")
 
 
-def _failure(error: BaseException) -> tuple[str, str, str, dict, list]:
-    """(status, one-line reason, traceback, metrics, artifacts) of a failed cell."""
-    line = str(error).strip().splitlines()[0] if str(error).strip() else ""
-    reason = f"{type(error).__name__}: {line}" if line else type(error).__name__
-    trace = "".join(traceback.format_exception(error))
-    return "failed", reason, trace, {}, []
+def scenario_jobs(cells: list[CellPlan]) -> list:
+    """The first stage: one job per (dataset, seed), in plan order."""
+    from privbench.worker import Job
+    groups: dict[tuple[str, int], list[CellPlan]] = {}
+    for cell in cells:
+        groups.setdefault((cell.dataset.spec, cell.seed), []).append(cell)
+    return [Job("scenario", tuple(group)) for group in groups.values()]
+
+
+def next_jobs(result) -> list:
+    """The jobs a finished job lets go on: a prepared scenario -> one job per defense; a fitted
+    defense -> one job per applicable cell."""
+    from privbench.worker import Job
+    if result.job.stage == "scenario":
+        groups: dict[str, list[CellPlan]] = {}
+        for cell in result.ready:
+            groups.setdefault(cell.defense.spec, []).append(cell)
+        return [Job("defense", tuple(group)) for group in groups.values()]
+    if result.job.stage == "defense":
+        return [Job("cell", (cell,)) for cell in result.ready]
+    return []

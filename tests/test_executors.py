@@ -1,0 +1,93 @@
+"""The executors: local, process and Ray give the same numbers, and shared artifacts train once."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from privbench.context import ArtifactCache, RunContext
+from privbench.errors import PrivbenchError
+from privbench.executors import make_executor
+from privbench.matrix import MatrixConfig, MatrixRunner
+from privbench.store import Store
+from privbench.worker import CellWorker
+
+SMALL = MatrixConfig(
+    datasets=[("digits", {"limit": 400, "target_epochs": 4, "target": "digit"})],
+    defenses=[("identity", {}), ("noise", {"scale": 0.5}), ("disguised-nets", {})],
+    attacks=[("inverse-network", {"epochs": 2}), ("examiner", {"epochs": 3}),
+             ("class-membership", {"held_out": 3})],
+    seeds=[0, 1])
+
+
+def run_with(executor: str, tmp_path, registry, **options):
+    """The small matrix through ``executor`` with its own cache (everything trains afresh)."""
+    store = Store(f"sqlite:///{tmp_path / (executor + '.db')}")
+    ctx = RunContext(cache=ArtifactCache(tmp_path / f"cache-{executor}"))
+    report = MatrixRunner(registry, store, ctx, executor=executor, threads=1, **options).run(SMALL)
+    assert report.failures == [], [f.reason for f in report.failures]
+    return store, report
+
+
+def comparable(store: Store) -> dict:
+    """{cell key: (status, metrics without timings)}."""
+    return {c.key: (c.status, {m.name: m.value for m in c.metrics if not m.name.startswith("cost.")})
+            for c in store.cells()}
+
+
+def assert_same_numbers(left: dict, right: dict) -> None:
+    assert left.keys() == right.keys()
+    for key, (status, metrics) in left.items():
+        assert right[key][0] == status, key
+        assert right[key][1].keys() == metrics.keys(), key
+        for name, value in metrics.items():
+            assert math.isclose(right[key][1][name], value, rel_tol=1e-4, abs_tol=1e-5), (key, name)
+
+
+@pytest.fixture(scope="module")
+def local_run(registry, tmp_path_factory):
+    return run_with("local", tmp_path_factory.mktemp("local"), registry)
+
+
+def test_local_run_covers_done_and_not_applicable_cells(local_run):
+    store, report = local_run
+    statuses = [c.status for c in store.cells()]
+    assert len(statuses) == report.planned == 18
+    assert statuses.count("done") == 18  # digits target=digit: every attack applies
+
+
+def test_process_executor_gives_the_local_numbers(local_run, registry, tmp_path):
+    store, report = run_with("process", tmp_path, registry, workers=2)
+    assert_same_numbers(comparable(local_run[0]), comparable(store))
+    (run,) = store.runs()
+    assert run.config["executor"] == "process" and run.config["workers"] == 2
+
+
+def test_ray_executor_gives_the_local_numbers(local_run, registry, tmp_path):
+    pytest.importorskip("ray", reason="the ray extra is part of dev: pip install -e '.[dev]'")
+    store, _ = run_with("ray", tmp_path, registry, workers=2)
+    assert_same_numbers(comparable(local_run[0]), comparable(store))
+
+
+def test_shared_artifacts_are_trained_once_per_key(local_run, registry, tmp_path):
+    """A process run into a cache the local run filled trains nothing: every artifact loads."""
+    cache_dir = next(tmp_path.parent.glob("local*/cache-local"), None)
+    assert cache_dir is not None
+    before = {p: p.stat().st_mtime_ns for p in cache_dir.rglob("*.pt")}
+    store = Store(f"sqlite:///{tmp_path / 'again.db'}")
+    ctx = RunContext(cache=ArtifactCache(cache_dir))
+    MatrixRunner(registry, store, ctx, executor="process", workers=2, threads=1).run(SMALL)
+    after = {p: p.stat().st_mtime_ns for p in cache_dir.rglob("*.pt")}
+    assert after == before  # no artifact rewritten, none added
+    assert_same_numbers(comparable(local_run[0]), comparable(store))
+
+
+def test_bad_executor_settings_are_one_line_errors():
+    worker = CellWorker(RunContext(cache=ArtifactCache(None)))
+    with pytest.raises(PrivbenchError, match="unknown executor 'threads'; accepted: local, process, ray"):
+        make_executor("threads", worker)
+    with pytest.raises(PrivbenchError, match="--workers must be at least 1"):
+        make_executor("process", worker, workers=0)
+    with pytest.raises(PrivbenchError, match="give it a --cache-dir"):
+        make_executor("process", worker, workers=1)
