@@ -168,7 +168,7 @@ def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, lea
     from privbench.store import summarize
     _print_table(console, summarize(store.cells(report.keys)))
     console.print(f"{report.planned} cells: {report.skipped} already finished, "
-                  f"{len(report.outcomes)} run in {report.wall_s:.1f} s; results in {store.url}")
+                  f"{len(report.outcomes)} run in {report.wall_s:.1f} s; results in {store.display_url}")
     if leaderboard_dir:  # rendered before the exit status, so failed cells show on the page too
         _render_leaderboard(store, leaderboard_dir)
     if report.failures:

@@ -2,7 +2,9 @@
 
 SQLite (``privbench.db`` in the working directory) by default, with WAL and a busy timeout so
 readers and a writer can share it; ``--db`` takes any SQLAlchemy URL (a plain path means a SQLite
-file). A schema version is recorded and checked on open.
+file), e.g. ``postgresql+psycopg://user:password@host/db``. A schema version is recorded and checked
+on open. Several processes may write into one store at once: creating a fresh store and saving the
+same cell from two runs are both safe against the race (the later commit of a cell wins).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import statistics
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,10 +30,12 @@ from sqlalchemy import (
     create_engine,
     delete,
     event,
+    func,
     inspect,
     select,
 )
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from privbench.errors import PrivbenchError
@@ -38,6 +43,9 @@ from privbench.errors import PrivbenchError
 SCHEMA_VERSION = 1
 DEFAULT_DB = "sqlite:///privbench.db"
 FINISHED = ("done", "not-applicable")
+# Another process creating the same fresh store, or committing the same cell key, makes a statement
+# collide; it is retried this many times (the other side has committed by then).
+ATTEMPTS = 5
 
 
 def utcnow() -> dt.datetime:
@@ -145,10 +153,17 @@ def normalize_url(url: str) -> str:
     return url if "://" in url else f"sqlite:///{url}"
 
 
+def display_url(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
 def existing_store(url: str) -> Store:
-    """Open a store that must already exist (for reading): a missing SQLite file is a one-line error
-    instead of a silently created empty database."""
-    from sqlalchemy.engine import make_url
+    """Open a store that must already exist (for reading): a missing SQLite file or a database without
+    privbench's tables is a one-line error instead of a silently created empty store."""
     url = normalize_url(url)
     try:
         parsed = make_url(url)
@@ -158,40 +173,71 @@ def existing_store(url: str) -> Store:
     if parsed.get_backend_name() == "sqlite" and path and path != ":memory:" and not Path(path).exists():
         raise PrivbenchError(f"no privbench store at {path!r}; run `privbench matrix` first or pass "
                              "--db with the file or SQLAlchemy URL of an existing store")
-    return Store(url)
+    return Store(url, create=False)
+
+
+def _one_line(error: DBAPIError) -> str:
+    """The driver's message on one line (psycopg's span several)."""
+    return " ".join(str(error.orig).split())
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL waits for other writers
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
 
 
 class Store:
-    """Open (and create) the results database at ``url``."""
+    """Open the results database at ``url``, creating its tables unless ``create`` is false."""
 
-    def __init__(self, url: str = DEFAULT_DB) -> None:
+    def __init__(self, url: str = DEFAULT_DB, *, create: bool = True) -> None:
         self.url = normalize_url(url)
+        self.display_url = display_url(self.url)
         try:
             self.engine = create_engine(self.url)
         except (ArgumentError, NoSuchModuleError, ImportError) as error:
-            raise PrivbenchError(f"cannot use database URL {self.url!r} ({error}); accepted: "
+            raise PrivbenchError(f"cannot use database URL {self.display_url!r} ({error}); accepted: "
                                  "a file path or a SQLAlchemy URL such as sqlite:///privbench.db "
                                  "or postgresql+psycopg://user@host/db") from None
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            self._create_or_check_schema()
-        except OperationalError as error:
-            raise PrivbenchError(f"cannot open database {self.url!r}: {error.orig}") from None
+            with self.engine.connect():
+                pass  # an unreachable server or a wrong password fails here, once, without retries
+            self._retried(self._create_or_check_schema, create)
+        except DBAPIError as error:
+            self.engine.dispose()
+            raise PrivbenchError(f"cannot open database {self.display_url!r}: {_one_line(error)}") from None
 
-    def _create_or_check_schema(self) -> None:
+    def close(self) -> None:
+        """Close the pooled connections (a server may then drop the database)."""
+        self.engine.dispose()
+
+    @staticmethod
+    def _retried(operation, *args, errors=(DBAPIError,)):
+        """Run ``operation``, again when it collides with another process doing the same."""
+        for attempt in range(ATTEMPTS):
+            try:
+                return operation(*args)
+            except errors:
+                if attempt == ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * attempt)
+
+    def _create_or_check_schema(self, create: bool) -> None:
+        """Create the tables and the version row, or check them. Two processes creating one fresh
+        store collide in CREATE TABLE or in the version row's insert; the loser is retried."""
         existing = set(inspect(self.engine).get_table_names())
         if existing and "schema_info" not in existing:
-            raise PrivbenchError(f"database {self.url!r} has tables but is not a privbench store; "
-                                 "use another --db")
+            raise PrivbenchError(f"database {self.display_url!r} has tables but is not a privbench "
+                                 "store; use another --db")
+        if not existing and not create:
+            raise PrivbenchError(f"no privbench store in {self.display_url!r}; run `privbench matrix "
+                                 "--db` with it first or pass --db with an existing store")
+        # schema_info first: a store half-created by another process is never taken for a foreign one
+        SchemaInfo.__table__.create(self.engine, checkfirst=True)
         Base.metadata.create_all(self.engine)
         with Session(self.engine) as session, session.begin():
             info = session.get(SchemaInfo, "version")
@@ -199,8 +245,8 @@ class Store:
                 session.add(SchemaInfo(key="version", value=str(SCHEMA_VERSION)))
             elif info.value != str(SCHEMA_VERSION):
                 raise PrivbenchError(
-                    f"database {self.url!r} has privbench schema version {info.value}; this privbench "
-                    f"reads version {SCHEMA_VERSION}: use a new --db or the matching privbench")
+                    f"database {self.display_url!r} has privbench schema version {info.value}; this "
+                    f"privbench reads version {SCHEMA_VERSION}: use a new --db or the matching privbench")
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
@@ -223,10 +269,22 @@ class Store:
             return set(session.scalars(select(Cell.key).where(Cell.status.in_(FINISHED))))
 
     def save_cell(self, run_id: int, outcome: CellOutcome) -> None:
-        """Commit one cell with its metrics and artifacts, replacing an earlier failed attempt."""
+        """Commit one cell with its metrics and artifacts, replacing any earlier outcome of its key
+        (a failed attempt, or the same cell saved by a concurrent run: the later commit wins).
+
+        Writers of one key take turns: SQLite lets one writer in at a time; on PostgreSQL a lock on
+        the key is held until the commit. Where neither holds (another server database), an insert
+        that collides with a concurrent commit of the key is retried."""
+        _check_lengths(outcome)
+        self._retried(self._replace_cell, run_id, outcome, errors=(IntegrityError,))
+
+    def _replace_cell(self, run_id: int, outcome: CellOutcome) -> None:
         with self.session() as session, session.begin():
+            if self.engine.dialect.name == "postgresql":
+                session.execute(select(func.pg_advisory_xact_lock(func.hashtextextended(outcome.key, 0))))
             session.execute(delete(Cell).where(Cell.key == outcome.key))
-            values = {k: v for k, v in vars(outcome).items() if k not in ("metrics", "artifacts")}
+            values = {k: _without_nul(v) for k, v in vars(outcome).items()
+                      if k not in ("metrics", "artifacts")}
             duration = (outcome.finished_at - outcome.started_at).total_seconds()
             cell = Cell(run_id=run_id, duration_s=duration, **values)
             cell.metrics = [Metric(name=k, value=float(v)) for k, v in sorted(outcome.metrics.items())]
@@ -249,6 +307,26 @@ class Store:
         with self.session() as session:
             return session.scalars(select(StoredArtifact).where(
                 StoredArtifact.cell_id == cell_id, StoredArtifact.name == name)).first()
+
+
+def _check_lengths(outcome: CellOutcome) -> None:
+    """PostgreSQL refuses a string longer than its column where SQLite keeps it: refuse it on every
+    backend, with its name, so a run that works on one works on the other."""
+    columns = Cell.__table__.c
+    values = [(columns[k], v) for k, v in vars(outcome).items() if k in columns]
+    values += [(Metric.__table__.c.name, name) for name in outcome.metrics]
+    values += [(StoredArtifact.__table__.c[k], getattr(a, k)) for a in outcome.artifacts
+               for k in ("name", "media_type")]
+    for column, value in values:
+        length = getattr(column.type, "length", None)
+        if length and isinstance(value, str) and len(value) > length:
+            raise PrivbenchError(f"{column.table.name}.{column.name} {value[:length]!r}... is longer than "
+                                 f"the {length} characters the store allows")
+
+
+def _without_nul(value: Any) -> Any:
+    """PostgreSQL text cannot hold NUL characters (an exception message might): escape them."""
+    return value.replace("\x00", "\\x00") if isinstance(value, str) else value
 
 
 def cell_as_dict(cell: Cell) -> dict[str, Any]:
