@@ -33,6 +33,7 @@ class AttributeInference(Attack):
     threat_model: ClassVar[str] = "black-box"
     requires: ClassVar[frozenset[str]] = frozenset({"query"})
     privacy_mapping: ClassVar[str] = "clip((1 - attack.accuracy) / (1 - attack.chance), 0, 1)"
+    cost_hint: ClassVar[float] = 4  # relative run time, for parallel scheduling
 
     epochs: int = param(30, "classifier training epochs", minimum=1)
     lr: float = param(1e-3, "Adam learning rate", minimum=0.0)

@@ -68,6 +68,7 @@ class ClassMembership(Attack):
     threat_model: ClassVar[str] = "black-box"
     requires: ClassVar[frozenset[str]] = frozenset({"server", "image-like"})
     privacy_mapping: ClassVar[str] = "clip(1 + log10(attack.p_value) / 3, 0, 1)"
+    cost_hint: ClassVar[float] = 3  # relative run time, for parallel scheduling
 
     held_out: int = param(3, "target-task classes left out of the owner's training data", minimum=1)
 

@@ -42,6 +42,7 @@ class Examiner(Attack):
     requires: ClassVar[frozenset[str]] = frozenset({"image-like"})
     privacy_mapping: ClassVar[str] = ("min over target and private task of "
                                       "clip((1 - accuracy) / (1 - chance), 0, 1)")
+    cost_hint: ClassVar[float] = 1  # relative run time, for parallel scheduling
 
     epochs: int = param(30, "examiner training epochs on the raw aux images", minimum=1)
 

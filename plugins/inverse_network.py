@@ -38,6 +38,7 @@ class InverseNetwork(Attack):
     threat_model: ClassVar[str] = "black-box"
     requires: ClassVar[frozenset[str]] = frozenset({"query"})
     privacy_mapping: ClassVar[str] = "clip((1 - attack.ssim) / (1 - attack.ssim_chance), 0, 1)"
+    cost_hint: ClassVar[float] = 10  # relative run time, for parallel scheduling
 
     epochs: int = param(50, "decoder training epochs (authors' code: 50)", minimum=1)
     lr: float = param(1e-3, "Adam learning rate", minimum=0.0)

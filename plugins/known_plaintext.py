@@ -101,6 +101,7 @@ class KnownPlaintext(Attack):
     threat_model: ClassVar[str] = "known-plaintext"
     requires: ClassVar[frozenset[str]] = frozenset({"query"})
     privacy_mapping: ClassVar[str] = "clip((1 - attack.ssim) / (1 - attack.ssim_chance), 0, 1)"
+    cost_hint: ClassVar[float] = 0.1  # relative run time, for parallel scheduling
 
     pairs: int = param(100, "k, known (x, encoder(x)) pairs from the aux images", minimum=1)
     mode: str = param("global", "one global fit, or per block of a block-wise encoder",

@@ -82,6 +82,7 @@ class RegularizedMLE(Attack):
     threat_model: ClassVar[str] = "white-box"
     requires: ClassVar[frozenset[str]] = frozenset({"white-box"})
     privacy_mapping: ClassVar[str] = "clip((1 - attack.ssim) / (1 - attack.ssim_chance), 0, 1)"
+    cost_hint: ClassVar[float] = 3  # relative run time, for parallel scheduling
 
     iterations: int = param(500, "Adam iterations (paper: 500 shallow, 5000 deep)", minimum=1)
     lr: float = param(1e-2, "Adam learning rate (paper: 1e-2 shallow, 1e-3 deep)", minimum=0.0)

@@ -79,6 +79,7 @@ class Shadow(Attack):
     threat_model: ClassVar[str] = "query-free"
     requires: ClassVar[frozenset[str]] = frozenset({"server", "architecture"})
     privacy_mapping: ClassVar[str] = "clip((1 - attack.ssim) / (1 - attack.ssim_chance), 0, 1)"
+    cost_hint: ClassVar[float] = 6  # relative run time, for parallel scheduling
 
     shadow_arch: str = param("same", "shadow architecture", choices=("same", "different"))
     epochs: int = param(30, "shadow training epochs", minimum=1)

@@ -87,6 +87,9 @@ class Attack(Plugin):
     threat_model: ClassVar[str] = "black-box"
     requires: ClassVar[frozenset[str]] = frozenset({"query"})
     privacy_mapping: ClassVar[str] = ""
+    # Relative run time on one dataset (1 = a quick fit), a scheduling hint only: parallel executors
+    # start the longest cells first so that no long one is left for the end.
+    cost_hint: ClassVar[float] = 1.0
 
     def missing_access(self, defense: Defense) -> str | None:
         """Why this attack cannot run against ``defense``, or None when it can."""

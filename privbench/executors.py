@@ -19,6 +19,7 @@ the same time. Results come back to the calling process, which alone writes the 
 from __future__ import annotations
 
 import concurrent.futures as futures
+import heapq
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -60,8 +61,62 @@ class LocalExecutor:
         pass
 
 
-class ProcessExecutor:
-    """Runs jobs in ``workers`` spawned processes; dependent jobs are submitted as results arrive."""
+def priority(job: Job) -> tuple[int, float]:
+    """Earlier stages first (they unlock the most work), then the longest cells (longest first)."""
+    stage = ("scenario", "defense", "cell").index(job.stage)
+    cost = job.cells[0].attack.instance.cost_hint if job.stage == "cell" else 0.0
+    return stage, -cost
+
+
+class DispatchingExecutor:
+    """Keeps at most ``workers`` jobs running and starts the most urgent waiting job when one ends.
+
+    Subclasses say how to start a job (``_start`` -> handle), wait for some (``_wait``) and fetch a
+    result (``_result``)."""
+
+    name = "dispatching"
+
+    def __init__(self, settings: WorkerSettings, workers: int) -> None:
+        self.settings, self.workers = settings, workers
+        self.waiting: list[tuple[tuple, int, Job]] = []
+        self.in_flight: dict = {}
+        self.submitted = 0
+
+    def run(self, jobs: Iterable[Job], expand: Expand) -> Iterator[JobResult]:
+        self._queue(jobs)
+        while self.in_flight:
+            for handle in self._wait():
+                job = self.in_flight.pop(handle)
+                try:
+                    result = self._result(handle)
+                except Exception as error:  # the worker died, or the job could not be sent
+                    result = failed_job(job, error, self.settings.device)
+                self._queue(expand(result))
+                yield result
+
+    def _queue(self, jobs: Iterable[Job]) -> None:
+        for job in jobs:
+            heapq.heappush(self.waiting, (priority(job), self.submitted, job))
+            self.submitted += 1
+        while self.waiting and len(self.in_flight) < self.workers:
+            job = heapq.heappop(self.waiting)[2]
+            self.in_flight[self._start(job)] = job
+
+    def running(self) -> int:
+        return len(self.in_flight)
+
+    def _start(self, job: Job):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _wait(self) -> list:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def _result(self, handle) -> JobResult:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class ProcessExecutor(DispatchingExecutor):
+    """Runs jobs in ``workers`` spawned processes on this machine."""
 
     name = "process"
 
@@ -69,30 +124,18 @@ class ProcessExecutor:
         if settings.cache_dir is None:
             raise PrivbenchError("--executor process shares trained artifacts through the cache; "
                                  "give it a --cache-dir (or leave the default)")
-        self.settings, self.workers = settings, workers
+        super().__init__(settings, workers)
         self.pool = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-        self.in_flight: dict[futures.Future, Job] = {}
 
-    def run(self, jobs: Iterable[Job], expand: Expand) -> Iterator[JobResult]:
-        for job in jobs:
-            self._submit(job)
-        while self.in_flight:
-            done, _ = futures.wait(self.in_flight, return_when=futures.FIRST_COMPLETED)
-            for future in done:
-                job = self.in_flight.pop(future)
-                try:
-                    result = future.result()
-                except Exception as error:  # the worker process died or the job did not pickle
-                    result = failed_job(job, error, self.settings.device)
-                yield result
-                for follow_up in expand(result):
-                    self._submit(follow_up)
+    def _start(self, job: Job) -> futures.Future:
+        return self.pool.submit(run_job_in_this_process, self.settings, job)
 
-    def _submit(self, job: Job) -> None:
-        self.in_flight[self.pool.submit(run_job_in_this_process, self.settings, job)] = job
+    def _wait(self) -> list:
+        done, _ = futures.wait(self.in_flight, return_when=futures.FIRST_COMPLETED)
+        return list(done)
 
-    def running(self) -> int:
-        return min(self.workers, len(self.in_flight))
+    def _result(self, handle: futures.Future) -> JobResult:
+        return handle.result()
 
     def close(self) -> None:
         for future in self.in_flight:
@@ -100,12 +143,12 @@ class ProcessExecutor:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
 
-class RayExecutor:
+class RayExecutor(DispatchingExecutor):
     """Runs jobs as Ray tasks on a cluster (one GPU per task with ``--device cuda``)."""
 
     name = "ray"
 
-    def __init__(self, settings: WorkerSettings, workers: int, address: str | None) -> None:
+    def __init__(self, settings: WorkerSettings, workers: int | None, address: str | None) -> None:
         try:
             import ray
         except ImportError:
@@ -113,36 +156,26 @@ class RayExecutor:
         if settings.cache_dir is None:
             raise PrivbenchError("--executor ray shares trained artifacts through the cache; "
                                  "give it a --cache-dir on storage every node can reach")
-        self.ray, self.settings, self.workers = ray, settings, workers
+        self.ray = ray
         self.started_here = not ray.is_initialized()
         if self.started_here:
-            options = {"address": address} if address else {"num_cpus": workers}
+            options = {"address": address} if address else {"num_cpus": workers or default_threads(1)}
             ray.init(**options, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
+        workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+        super().__init__(settings, workers)
         gpus = 1 if settings.device.startswith("cuda") else 0
         self.task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(run_job_in_this_process)
-        self.in_flight: dict = {}
 
-    def run(self, jobs: Iterable[Job], expand: Expand) -> Iterator[JobResult]:
-        for job in jobs:
-            self._submit(job)
-        while self.in_flight:
-            done, _ = self.ray.wait(list(self.in_flight), num_returns=1)
-            for ref in done:
-                job = self.in_flight.pop(ref)
-                try:
-                    result = self.ray.get(ref)
-                except Exception as error:  # the task's worker died, or Ray could not run it
-                    result = failed_job(job, error, self.settings.device)
-                yield result
-                for follow_up in expand(result):
-                    self._submit(follow_up)
+    def _start(self, job: Job):
+        return self.task.remote(self.settings, job)
 
-    def _submit(self, job: Job) -> None:
-        self.in_flight[self.task.remote(self.settings, job)] = job
+    def _wait(self) -> list:
+        done, _ = self.ray.wait(list(self.in_flight), num_returns=1)
+        return done
 
-    def running(self) -> int:
-        return min(self.workers, len(self.in_flight))
+    def _result(self, handle) -> JobResult:
+        return self.ray.get(handle)
 
     def close(self) -> None:
         for ref in self.in_flight:
@@ -167,4 +200,4 @@ def make_executor(name: str, worker: CellWorker, *, workers: int | None = None,
     settings = WorkerSettings.of(worker.ctx, threads or default_threads(count))
     if name == "process":
         return ProcessExecutor(settings, count)
-    return RayExecutor(settings, count, ray_address)
+    return RayExecutor(settings, workers, ray_address)
