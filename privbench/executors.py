@@ -1,11 +1,12 @@
 """Executors: where the jobs of a matrix run (``--executor local|process|ray``).
 
-All three run the same jobs (``privbench.worker``) in the same stage order: a (dataset, seed) is
-prepared and its target model trained before any of its defenses is fitted, and a defense is
-fitted once, before any of its cells runs, so no worker waits for, or repeats, another's training.
-Shared artifacts that an attack trains on the way (the examiner's raw-image classifier, a defense
-refitted with classes held out) are built under a file lock in the cache: once, never twice at
-the same time. Results come back to the calling process, which alone writes the store.
+All three run the same jobs (``privbench.worker``): per (dataset, seed) one job trains the target
+model and one job per defense fits it, and a defense's cells start only once it is fitted, so no
+cell repeats a fit. Every shared artifact (target model, fitted defense, the examiner's raw-image
+classifier, a defense refitted with classes held out) is built under a file lock in the cache:
+once, never twice at the same time; a job that needs one being built waits and then loads it.
+Parallel executors start earlier stages first and, among cells, the longest (``cost_hint``).
+Results come back to the calling process, which alone writes the store.
 
 - ``local``: the jobs run one after the other in this process, depth first (a defense's cells
   right after its fit), with the run's progress bars for every training loop.
@@ -25,7 +26,16 @@ import os
 from collections.abc import Callable, Iterable, Iterator
 
 from privbench.errors import PrivbenchError
-from privbench.worker import CellWorker, Job, JobResult, WorkerSettings, failed_job, run_job_in_this_process
+from privbench.worker import (
+    STAGES,
+    CellWorker,
+    Job,
+    JobResult,
+    WorkerSettings,
+    failed_job,
+    run_job_in_this_process,
+    warm_up,
+)
 
 EXECUTORS = ("local", "process", "ray")
 
@@ -63,7 +73,7 @@ class LocalExecutor:
 
 def priority(job: Job) -> tuple[int, float]:
     """Earlier stages first (they unlock the most work), then the longest cells (longest first)."""
-    stage = ("scenario", "defense", "cell").index(job.stage)
+    stage = STAGES.index(job.stage)
     cost = job.cells[0].attack.instance.cost_hint if job.stage == "cell" else 0.0
     return stage, -cost
 
@@ -125,7 +135,10 @@ class ProcessExecutor(DispatchingExecutor):
             raise PrivbenchError("--executor process shares trained artifacts through the cache; "
                                  "give it a --cache-dir (or leave the default)")
         super().__init__(settings, workers)
-        self.pool = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        self.pool = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
+                                                initializer=warm_up, initargs=(settings,))
+        for _ in range(workers):  # start every worker now: they import torch while the first job runs
+            self.pool.submit(int)
 
     def _start(self, job: Job) -> futures.Future:
         return self.pool.submit(run_job_in_this_process, self.settings, job)

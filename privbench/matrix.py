@@ -211,7 +211,7 @@ class MatrixRunner:
         self.ctx.progress.update(overall, completed=report.skipped)
         status = "interrupted"
         try:
-            for result in executor.run(scenario_jobs(pending), next_jobs):
+            for result in executor.run(first_jobs(pending), next_jobs):
                 for outcome in result.settled:
                     self._record(outcome, report)
                 self.ctx.progress.update(overall, completed=report.skipped + len(report.outcomes),
@@ -239,24 +239,26 @@ class MatrixRunner:
             self.ctx.progress.log(f"{outcome.status}: {label}: {outcome.reason}")
 
 
-def scenario_jobs(cells: list[CellPlan]) -> list:
-    """The first stage: one job per (dataset, seed), in plan order."""
+def first_jobs(cells: list[CellPlan]) -> list:
+    """Per (dataset, seed), in plan order: a job that trains the target model, then one job per
+    defense. A defense job does not wait for the target model job: a defense that trains its own
+    server fits meanwhile, and one that needs the target model loads it (or waits on the cache's
+    lock while another worker trains it)."""
     from privbench.worker import Job
-    groups: dict[tuple[str, int], list[CellPlan]] = {}
+    scenarios: dict[tuple[str, int], dict[str, list[CellPlan]]] = {}
     for cell in cells:
-        groups.setdefault((cell.dataset.spec, cell.seed), []).append(cell)
-    return [Job("scenario", tuple(group)) for group in groups.values()]
+        defenses = scenarios.setdefault((cell.dataset.spec, cell.seed), {})
+        defenses.setdefault(cell.defense.spec, []).append(cell)
+    jobs = []
+    for defenses in scenarios.values():
+        jobs.append(Job("scenario", tuple(c for group in defenses.values() for c in group)))
+        jobs += [Job("defense", tuple(group)) for group in defenses.values()]
+    return jobs
 
 
 def next_jobs(result) -> list:
-    """The jobs a finished job lets go on: a prepared scenario -> one job per defense; a fitted
-    defense -> one job per applicable cell."""
+    """The jobs a finished job lets go on: a fitted defense -> one job per applicable cell."""
     from privbench.worker import Job
-    if result.job.stage == "scenario":
-        groups: dict[str, list[CellPlan]] = {}
-        for cell in result.ready:
-            groups.setdefault(cell.defense.spec, []).append(cell)
-        return [Job("defense", tuple(group)) for group in groups.values()]
     if result.job.stage == "defense":
         return [Job("cell", (cell,)) for cell in result.ready]
     return []

@@ -4,8 +4,9 @@ The matrix is cut into **jobs** of three stages. A ``scenario`` job loads a (dat
 it and trains the unprotected target model; a ``defense`` job decides which of one defense's cells
 are not applicable and fits the defense once for the rest; a ``cell`` job runs one attack. Every
 job returns the cells it settled (done, not-applicable or failed) and the cells that may go on to
-the next stage. The shared artifacts a job trains (target model, fitted defense, examiner) go to
-the on-disk cache, so a later job, in this process or another, only loads them.
+the next stage (a fitted defense's cells). The shared artifacts a job trains (target model, fitted
+defense, examiner) go to the on-disk cache, so a later job, in this process or another, only loads
+them.
 
 ``CellWorker`` runs jobs in one process and remembers datasets, scenarios and fitted defenses
 between them; the executors (``privbench.executors``) decide in which process each job runs.
@@ -27,7 +28,7 @@ from privbench.store import CellOutcome, utcnow
 if TYPE_CHECKING:
     from privbench.matrix import CellPlan, PluginCall
 
-STAGES = ("scenario", "defense", "cell")
+STAGES = ("scenario", "defense", "cell")  # also the dispatch order of parallel executors
 
 
 @dataclass(frozen=True)
@@ -104,13 +105,16 @@ class CellWorker:
     # -- stages -------------------------------------------------------------------------------
 
     def prepare_scenario(self, job: Job) -> JobResult:
-        """Load and split the data, train the target model; a failure fails every cell."""
+        """Load and split the data and train the target model, the shared artifact of every defense.
+
+        Settles nothing: on a failure (e.g. a dataset not on disk) each defense job meets the same
+        error and records it for its cells."""
         first = job.cells[0]
         try:
             self.ctx.target_model(self.scenario(first.dataset, first.seed))
-        except Exception as error:
-            return failed_job(job, error, self.device)
-        return JobResult(job, ready=list(job.cells))
+        except Exception:
+            pass
+        return JobResult(job)
 
     def prepare_defense(self, job: Job) -> JobResult:
         """Settle the not-applicable cells, fit the defense once for the others."""
@@ -254,8 +258,20 @@ class WorkerSettings:
 _PROCESS_WORKER: dict[WorkerSettings, CellWorker] = {}
 
 
-def run_job_in_this_process(settings: WorkerSettings, job: Job) -> JobResult:
-    """Entry point of a worker process (pool or Ray task): one CellWorker per process, reused."""
+def worker_for(settings: WorkerSettings) -> CellWorker:
+    """This process's CellWorker for ``settings`` (created once, then reused by every job)."""
     if settings not in _PROCESS_WORKER:
         _PROCESS_WORKER[settings] = CellWorker(settings.context())
-    return _PROCESS_WORKER[settings].do(job)
+    return _PROCESS_WORKER[settings]
+
+
+def warm_up(settings: WorkerSettings) -> None:
+    """Import torch and every plugin module before the first job arrives (pool initializer)."""
+    from privbench.plugins import load_registry
+    load_registry()
+    worker_for(settings)
+
+
+def run_job_in_this_process(settings: WorkerSettings, job: Job) -> JobResult:
+    """Entry point of a worker process (pool or Ray task)."""
+    return worker_for(settings).do(job)
