@@ -5,6 +5,7 @@ Usage (from the repository root, in the project's environment)::
     python benchmarks/run.py                       # CPU: local vs process executor, rerun, encode costs
     python benchmarks/run.py --device cuda         # the same on a GPU (encode costs timed on it too)
     python benchmarks/run.py --workers 4 -- --seeds 0,1   # more workers; after --, extra matrix args
+    python benchmarks/run.py --repeat 3            # every first run 3 times: each figure and the median
 
 Prints:
 1. the default matrix's wall time with ``--executor local``;
@@ -12,7 +13,12 @@ Prints:
 3. the cached rerun of (1) and its ratio to the first run;
 4. per defense, the encode cost in ms per image for a batch of 256 images of each offline dataset
    (``digits`` 8x8 grey, ``lfw-subset`` 25x25 grey, a 28x28 batch the size of MNIST);
-5. the peak memory (resident set, the whole process tree) of each matrix run.
+5. the peak memory of each matrix run: the whole process tree's proportional set size (PSS), so a
+   page shared by several processes (torch's libraries in every worker) counts once.
+
+With ``--repeat N`` the local and the process first runs are each made N times (alternating, each in
+a fresh directory); every time is printed and the ratios use the medians, so the spread of a shared
+or noisy machine shows.
 
 Each matrix run is a fresh ``privbench matrix`` process in its own empty PRIVBENCH_HOME, so nothing
 is cached before a first run; the two first runs do not share a cache either.
@@ -29,36 +35,51 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from statistics import median
 
 BATCH = 256
 PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def tree_rss_bytes(root_pid: int) -> int:
-    """Resident memory of a process and all its descendants, from /proc (Linux)."""
+def proportional_bytes(pid: int) -> int:
+    """A process's proportional set size (PSS): its private pages plus its share of the pages it
+    shares with other processes (torch's libraries are mapped by every worker). Summed over a process
+    tree, PSS counts each physical page once; RSS would count a shared library once per process.
+    Falls back to RSS where smaps_rollup is missing."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE
+    except OSError:
+        return 0
+
+
+def tree_memory_bytes(root_pid: int) -> int:
+    """Memory of a process and all its descendants (sum of PSS), from /proc (Linux)."""
     children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             stat = (entry / "stat").read_text()
-            statm = (entry / "statm").read_text().split()
         except OSError:
             continue
         parent = int(stat.rsplit(")", 1)[1].split()[1])
         children.setdefault(parent, []).append(int(entry.name))
-        rss[int(entry.name)] = int(statm[1]) * PAGE
     total, stack = 0, [root_pid]
     while stack:
         pid = stack.pop()
-        total += rss.get(pid, 0)
+        total += proportional_bytes(pid)
         stack.extend(children.get(pid, []))
     return total
 
 
 class PeakMemory(threading.Thread):
-    """Samples the process tree's resident memory every 0.1 s and keeps the peak."""
+    """Samples the process tree's memory (PSS) every 0.1 s and keeps the peak."""
 
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
@@ -66,7 +87,7 @@ class PeakMemory(threading.Thread):
 
     def run(self) -> None:
         while not self.stopped.is_set():
-            self.peak = max(self.peak, tree_rss_bytes(self.pid))
+            self.peak = max(self.peak, tree_memory_bytes(self.pid))
             self.stopped.wait(0.1)
 
 
@@ -143,30 +164,41 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     parser.add_argument("--workers", type=int, default=2, help="workers of the process run (default 2)")
+    parser.add_argument("--repeat", type=int, default=1,
+                        help="make each first run this many times and use the medians (default 1)")
     parser.add_argument("matrix_args", nargs="*", help="extra `privbench matrix` arguments, after --")
     options = parser.parse_args()
     common = ["--device", options.device, *options.matrix_args]
+    process_args = [*common, "--executor", "process", "--workers", str(options.workers)]
+    local_runs, process_runs = [], []
     with tempfile.TemporaryDirectory(prefix="privbench-bench-") as tmp:
-        local, local_peak, local_line = timed_matrix(Path(tmp) / "local", common)
-        rerun, rerun_peak, rerun_line = timed_matrix(Path(tmp) / "local", common)
-        process, process_peak, process_line = timed_matrix(
-            Path(tmp) / "process", [*common, "--executor", "process", "--workers", str(options.workers)])
+        for attempt in range(options.repeat):
+            local_runs.append(timed_matrix(Path(tmp) / f"local-{attempt}", common))
+            process_runs.append(timed_matrix(Path(tmp) / f"process-{attempt}", process_args))
+        rerun, rerun_peak, rerun_line = timed_matrix(Path(tmp) / "local-0", common)
     costs = encode_costs("cuda" if options.device == "cuda" else "cpu")
+    local, process = median([r[0] for r in local_runs]), median([r[0] for r in process_runs])
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"machine: {platform.node()}, {cores} CPU cores, Python {platform.python_version()}, "
           f"device {options.device}")
-    print(f"local run:   {local_line}")
-    print(f"process run: {process_line}")
+    print(f"local run:   {local_runs[0][2]}")
+    print(f"process run: {process_runs[0][2]}")
     print(f"rerun:       {rerun_line}")
     print()
-    print(f"default matrix, --executor local:                       {local:8.2f} s")
-    print(f"default matrix, --executor process --workers {options.workers}:         {process:8.2f} s")
-    print(f"speed-up local / process:                               {local / process:8.2f} x")
-    print(f"cached rerun (every cell stored):                       {rerun:8.2f} s")
-    print(f"rerun / first run:                                      {rerun / local:8.3f}")
-    print(f"peak memory, local run (process tree):                  {local_peak / 2**30:8.3f} GiB")
-    print(f"peak memory, process run (parent + workers):            {process_peak / 2**30:8.3f} GiB")
-    print(f"peak memory, rerun:                                     {rerun_peak / 2**30:8.3f} GiB")
+    runs = f"median of {options.repeat}" if options.repeat > 1 else "one run"
+    print(f"default matrix, --executor local ({runs}):{'':10s}{local:8.2f} s   "
+          + " ".join(f"{r[0]:.1f}" for r in local_runs))
+    print(f"default matrix, --executor process --workers {options.workers} ({runs}):"
+          f"{process:8.2f} s   " + " ".join(f"{r[0]:.1f}" for r in process_runs))
+    print(f"speed-up local / process:{'':31s}{local / process:8.2f} x   "
+          + " ".join(f"{a[0] / b[0]:.2f}" for a, b in zip(local_runs, process_runs, strict=True)))
+    print(f"cached rerun (every cell stored):{'':23s}{rerun:8.2f} s")
+    print(f"rerun / first local run:{'':32s}{rerun / local:8.3f}")
+    local_peak = max(r[1] for r in local_runs) / 2**30
+    print(f"peak memory, local run (PSS, process tree):{'':12s}{local_peak:8.3f} GiB")
+    print(f"peak memory, process run (PSS, parent + workers):{'':6s}"
+          f"{max(r[1] for r in process_runs) / 2**30:8.3f} GiB")
+    print(f"peak memory, rerun (PSS):{'':31s}{rerun_peak / 2**30:8.3f} GiB")
     print()
     datasets = list(next(iter(costs.values())))
     print(f"encode cost, ms per image, batch of {BATCH} ({options.device}):")
