@@ -24,6 +24,7 @@ import heapq
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures.process import BrokenProcessPool
 
 from privbench.errors import PrivbenchError
 from privbench.worker import (
@@ -90,12 +91,15 @@ class DispatchingExecutor:
         self.settings, self.workers = settings, workers
         self.waiting: list[tuple[tuple, int, Job]] = []
         self.in_flight: dict = {}
+        self.not_started: list[JobResult] = []  # jobs the executor could not even start
         self.submitted = 0
 
     def run(self, jobs: Iterable[Job], expand: Expand) -> Iterator[JobResult]:
         self._queue(jobs)
-        while self.in_flight:
-            for handle in self._wait():
+        while self.in_flight or self.not_started:
+            while self.not_started:
+                yield self.not_started.pop(0)
+            for handle in self._wait() if self.in_flight else []:
                 job = self.in_flight.pop(handle)
                 try:
                     result = self._result(handle)
@@ -110,7 +114,10 @@ class DispatchingExecutor:
             self.submitted += 1
         while self.waiting and len(self.in_flight) < self.workers:
             job = heapq.heappop(self.waiting)[2]
-            self.in_flight[self._start(job)] = job
+            try:
+                self.in_flight[self._start(job)] = job
+            except Exception as error:  # e.g. a broken process pool: the job's cells fail, run goes on
+                self.not_started.append(failed_job(job, error, self.settings.device))
 
     def running(self) -> int:
         return len(self.in_flight)
@@ -135,13 +142,22 @@ class ProcessExecutor(DispatchingExecutor):
             raise PrivbenchError("--executor process shares trained artifacts through the cache; "
                                  "give it a --cache-dir (or leave the default)")
         super().__init__(settings, workers)
-        self.pool = futures.ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"),
-                                                initializer=warm_up, initargs=(settings,))
-        for _ in range(workers):  # start every worker now: they import torch while the first job runs
-            self.pool.submit(int)
+        self.pool = self._new_pool()
+
+    def _new_pool(self) -> futures.ProcessPoolExecutor:
+        pool = futures.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+                                           initializer=warm_up, initargs=(self.settings,))
+        for _ in range(self.workers):  # start every worker now: they import torch meanwhile
+            pool.submit(int)
+        return pool
 
     def _start(self, job: Job) -> futures.Future:
-        return self.pool.submit(run_job_in_this_process, self.settings, job)
+        try:
+            return self.pool.submit(run_job_in_this_process, self.settings, job)
+        except BrokenProcessPool:  # a worker died (its jobs failed already): go on with a new pool
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = self._new_pool()
+            return self.pool.submit(run_job_in_this_process, self.settings, job)
 
     def _wait(self) -> list:
         done, _ = futures.wait(self.in_flight, return_when=futures.FIRST_COMPLETED)

@@ -79,7 +79,10 @@ def failure_fields(error: BaseException) -> dict[str, str]:
 
 
 def failed_job(job: Job, error: BaseException, device: str) -> JobResult:
-    """Every cell of ``job`` failed with ``error`` (e.g. its worker process died)."""
+    """Every cell of ``job`` failed with ``error`` (e.g. its worker process died). A scenario job
+    settles no cell: its defense jobs meet the failure themselves and record it."""
+    if job.stage == "scenario":
+        return JobResult(job)
     return JobResult(job, [outcome(c, "failed", device, **failure_fields(error)) for c in job.cells])
 
 

@@ -51,6 +51,20 @@ class Interrupting(Attack):
 
 
 @dataclass
+class KillsItsProcess(Attack):
+    """An attack whose worker process dies mid-run (as on an out-of-memory kill)."""
+
+    name: ClassVar[str] = "kills-its-process"
+    summary: ClassVar[str] = "test attack that ends its process abruptly"
+    threat_model: ClassVar[str] = "black-box"
+    requires: ClassVar[frozenset[str]] = frozenset({"query"})
+
+    def run(self, scenario, protection, ctx) -> AttackResult:
+        import os
+        os._exit(3)
+
+
+@dataclass
 class Counting(Attack):
     """A cheap attack: the mean absolute pixel change the encoder makes."""
 
@@ -74,7 +88,7 @@ class EdgeCasePlugins:
 
     @hookimpl
     def register_attacks(self, register):
-        for attack in (Crashing, Interrupting, Counting):
+        for attack in (Crashing, Interrupting, KillsItsProcess, Counting):
             register(attack)
 
 

@@ -91,3 +91,23 @@ def test_bad_executor_settings_are_one_line_errors():
         make_executor("process", worker, workers=0)
     with pytest.raises(PrivbenchError, match="give it a --cache-dir"):
         make_executor("process", worker, workers=1)
+
+
+def test_a_worker_process_that_dies_fails_its_cells_and_the_run_goes_on(tmp_path):
+    from plugins_for_tests import EdgeCasePlugins
+
+    from privbench.plugins import load_registry
+    registry = load_registry(extra_plugins=[EdgeCasePlugins()])
+    config = MatrixConfig(datasets=[("digits", {"limit": 300, "target_epochs": 2})],
+                          defenses=[("identity", {})],
+                          attacks=[("kills-its-process", {}), ("counting", {})], seeds=[0])
+    store = Store(f"sqlite:///{tmp_path / 'dies.db'}")
+    runner = MatrixRunner(registry, store, RunContext(cache=ArtifactCache(tmp_path / "cache")),
+                          executor="process", workers=1, threads=1)
+    report = runner.run(config)  # returns: the broken pool does not crash the run
+    statuses = {c.attack_spec: (c.status, c.reason) for c in store.cells()}
+    assert set(statuses) == {"kills-its-process", "counting"}
+    assert statuses["kills-its-process"][0] == "failed"
+    assert "BrokenProcessPool" in statuses["kills-its-process"][1]
+    assert statuses["counting"][0] == "done"  # ran on a fresh pool after the first one broke
+    assert len(report.failures) == 1 and store.runs()[-1].status == "finished-with-failures"
