@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import random
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -35,7 +36,7 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, relationship
 
 from privbench.errors import PrivbenchError
@@ -45,7 +46,7 @@ DEFAULT_DB = "sqlite:///privbench.db"
 FINISHED = ("done", "not-applicable")
 # Another process creating the same fresh store, or committing the same cell key, makes a statement
 # collide; it is retried this many times (the other side has committed by then).
-ATTEMPTS = 5
+ATTEMPTS = 8
 
 
 def utcnow() -> dt.datetime:
@@ -204,8 +205,7 @@ class Store:
         if self.engine.dialect.name == "sqlite":
             event.listen(self.engine, "connect", _sqlite_pragmas)
         try:
-            with self.engine.connect():
-                pass  # an unreachable server or a wrong password fails here, once, without retries
+            self._connect_once()
             self._retried(self._create_or_check_schema, create)
         except DBAPIError as error:
             self.engine.dispose()
@@ -215,16 +215,29 @@ class Store:
         """Close the pooled connections (a server may then drop the database)."""
         self.engine.dispose()
 
+    def _connect_once(self) -> None:
+        """Open one connection: an unreachable server or a wrong password fails here, at once. On
+        SQLite the first connection also switches a fresh file to WAL, which another process doing
+        the same can refuse with "database is locked" without waiting: that is retried."""
+        def connect() -> None:
+            with self.engine.connect():
+                pass
+        if self.engine.dialect.name == "sqlite":
+            self._retried(connect, errors=(OperationalError,))
+        else:
+            connect()
+
     @staticmethod
     def _retried(operation, *args, errors=(DBAPIError,)):
-        """Run ``operation``, again when it collides with another process doing the same."""
+        """Run ``operation``, again (after a growing, jittered pause) when it collides with another
+        process doing the same."""
         for attempt in range(ATTEMPTS):
             try:
                 return operation(*args)
             except errors:
                 if attempt == ATTEMPTS - 1:
                     raise
-                time.sleep(0.05 * attempt)
+                time.sleep(0.02 * 2 ** attempt * (1 + random.random()))
 
     def _create_or_check_schema(self, create: bool) -> None:
         """Create the tables and the version row, or check them. Two processes creating one fresh
