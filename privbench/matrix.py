@@ -192,7 +192,6 @@ class MatrixRunner:
         self.ctx = ctx
         self.executor_options = {"name": executor, "workers": workers, "threads": threads,
                                  "ray_address": ray_address}
-        self.counts = {"done": 0, "not-applicable": 0, "failed": 0}
 
     def run(self, config: MatrixConfig) -> RunReport:
         from privbench.executors import make_executor
@@ -201,7 +200,8 @@ class MatrixRunner:
         cells = plan(self.registry, config)
         finished = self.store.finished_keys()
         pending = [cell for cell in cells if cell.key not in finished]
-        executor = make_executor(worker=CellWorker(self.ctx), **self.executor_options)
+        options = self.executor_options if pending else {**self.executor_options, "name": "local"}
+        executor = make_executor(worker=CellWorker(self.ctx), **options)  # nothing to run: no pool
         run_id = self.store.start_run({"matrix": config.as_dict(), "argv": sys.argv,
                                        "executor": executor.name, "workers": executor.workers},
                                       versions(self.registry), platform.node())
