@@ -57,16 +57,21 @@ class LocalExecutor:
 
     def __init__(self, worker: CellWorker) -> None:
         self.worker = worker
+        self.current: Job | None = None
+        self.on_change: Callable[[], None] = lambda: None  # set by the caller: refresh progress
 
     def run(self, jobs: Iterable[Job], expand: Expand) -> Iterator[JobResult]:
         stack = list(reversed(list(jobs)))
         while stack:
-            result = self.worker.do(stack.pop())
+            self.current = stack.pop()
+            self.on_change()
+            result = self.worker.do(self.current)
+            self.current = None
             yield result
             stack.extend(reversed(expand(result)))
 
-    def running(self) -> int:
-        return 1
+    def running(self) -> dict[str, int]:
+        return {self.current.stage: 1} if self.current else {}
 
     def close(self) -> None:
         pass
@@ -93,6 +98,7 @@ class DispatchingExecutor:
         self.in_flight: dict = {}
         self.not_started: list[JobResult] = []  # jobs the executor could not even start
         self.submitted = 0
+        self.on_change: Callable[[], None] = lambda: None  # set by the caller: refresh progress
 
     def run(self, jobs: Iterable[Job], expand: Expand) -> Iterator[JobResult]:
         self._queue(jobs)
@@ -118,9 +124,14 @@ class DispatchingExecutor:
                 self.in_flight[self._start(job)] = job
             except Exception as error:  # e.g. a broken process pool: the job's cells fail, run goes on
                 self.not_started.append(failed_job(job, error, self.settings.device))
+        self.on_change()
 
-    def running(self) -> int:
-        return len(self.in_flight)
+    def running(self) -> dict[str, int]:
+        """How many jobs of each stage are running now."""
+        stages: dict[str, int] = {}
+        for job in self.in_flight.values():
+            stages[job.stage] = stages.get(job.stage, 0) + 1
+        return stages
 
     def _start(self, job: Job):  # pragma: no cover - abstract
         raise NotImplementedError

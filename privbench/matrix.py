@@ -209,6 +209,8 @@ class MatrixRunner:
                            keys={cell.key for cell in cells})
         overall = self.ctx.progress.add(self._description(report, executor), total=len(cells))
         self.ctx.progress.update(overall, completed=report.skipped)
+        executor.on_change = lambda: self.ctx.progress.update(
+            overall, description=self._description(report, executor))
         status = "interrupted"
         try:
             for result in executor.run(first_jobs(pending), next_jobs):
@@ -224,11 +226,14 @@ class MatrixRunner:
         return report
 
     def _description(self, report: RunReport, executor) -> str:
+        """Cells done / running / failed, and the shared training under way (parallel executors)."""
         done = sum(o.status != "failed" for o in report.outcomes)
-        left = report.planned - report.skipped - len(report.outcomes)
+        running = executor.running()
+        preparing = running.get("scenario", 0) + running.get("defense", 0)
+        training = f" · training {preparing} shared model(s)" if preparing else ""
         return (f"matrix ({executor.name}): {report.planned} cells, {report.skipped} already "
-                f"finished · {done} done · {min(executor.running(), left)} running · "
-                f"{len(report.failures)} failed")
+                f"finished · {done} done · {running.get('cell', 0)} running · "
+                f"{len(report.failures)} failed{training}")
 
     def _record(self, outcome: CellOutcome, report: RunReport) -> None:
         self.store.save_cell(report.run_id, outcome)
