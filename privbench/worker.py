@@ -14,7 +14,6 @@ between them; the executors (``privbench.executors``) decide in which process ea
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import time
 import traceback
@@ -253,9 +252,6 @@ class WorkerSettings:
         root = ctx.cache.root
         return cls(device=str(ctx.device), cache_dir=str(root) if root else None,
                    data_dir=str(ctx.data_dir), download=ctx.download, threads=threads)
-
-    def replace(self, **changes) -> WorkerSettings:
-        return dataclasses.replace(self, **changes)
 
 
 _PROCESS_WORKER: dict[WorkerSettings, CellWorker] = {}
