@@ -60,9 +60,8 @@ from torch import nn
 
 from privbench import hookimpl
 from privbench.core import Defense, Protection
-from privbench.models import classifier
 from privbench.params import param
-from privbench.training import seed_everything, train_classifier
+from privbench.training import train_server_on_encoded
 
 PIXEL_LEVELS = 255.0  # N is in 0-255 pixel units; images here are in [0, 1]
 MAX_CONDITION = 1e3  # projection matrices above this condition number are redrawn
@@ -243,14 +242,11 @@ class DisguisedNets(Defense):
 
     def fit(self, scenario, ctx) -> Protection:
         encoder = self.encoder_for(scenario.image_shape, ctx.seed).to(ctx.device)
-        seed_everything(ctx.seed)
-        server = classifier(scenario.source.arch, encoder.padded_shape, scenario.classes())
-        server = train_classifier(server, scenario.images("owner"), scenario.labels("owner"), ctx,
-                                  epochs=scenario.source.target_epochs, transform=encoder,
-                                  description=f"disguised-nets: server on disguised data "
-                                              f"({self.block}x{self.block}, N={self.noise:g})")
+        server = train_server_on_encoded(scenario, encoder, ctx, input_shape=encoder.padded_shape,
+                                         description=f"disguised-nets: server on disguised data "
+                                                     f"({self.block}x{self.block}, N={self.noise:g})")
         attacker_key = derived_seed(ctx.seed, "attacker-key")
-        return Protection(encoder=encoder.cpu(), server=server.cpu(),
+        return Protection(encoder=encoder.cpu(), server=server,
                           build_encoder=self.encoder_factory(scenario.image_shape, attacker_key))
 
 

@@ -23,9 +23,8 @@ from torch import nn
 
 from privbench import hookimpl
 from privbench.core import Defense, Protection
-from privbench.models import classifier
 from privbench.params import param
-from privbench.training import seed_everything, train_classifier
+from privbench.training import train_server_on_encoded
 
 
 class NoisyInput(nn.Module):
@@ -58,12 +57,9 @@ class Noise(Defense):
 
     def fit(self, scenario, ctx) -> Protection:
         encoder = NoisyInput(self.distribution, self.scale)
-        seed_everything(ctx.seed)
-        server = classifier(scenario.source.arch, scenario.image_shape, scenario.classes())
-        server = train_classifier(server, scenario.images("owner"), scenario.labels("owner"), ctx,
-                                  epochs=scenario.source.target_epochs, transform=encoder,
-                                  description=f"noise: server on noisy data ({self.scale})")
-        return Protection(encoder=encoder, server=server.cpu(),
+        server = train_server_on_encoded(scenario, encoder, ctx,
+                                         description=f"noise: server on noisy data ({self.scale})")
+        return Protection(encoder=encoder, server=server,
                           build_encoder=partial(NoisyInput, self.distribution, self.scale))
 
 

@@ -46,9 +46,8 @@ from torch import nn
 
 from privbench import hookimpl
 from privbench.core import Defense, Protection
-from privbench.models import classifier
 from privbench.params import param
-from privbench.training import seed_everything, train_classifier
+from privbench.training import train_server_on_encoded
 
 
 def laplace_like(like: torch.Tensor) -> torch.Tensor:
@@ -109,13 +108,10 @@ class Pixelation(Defense):
 
     def fit(self, scenario, ctx) -> Protection:
         encoder = PixelationEncoder(self.b, self.m, self.epsilon)
-        seed_everything(ctx.seed)
-        server = classifier(scenario.source.arch, scenario.image_shape, scenario.classes())
-        server = train_classifier(server, scenario.images("owner"), scenario.labels("owner"), ctx,
-                                  epochs=scenario.source.target_epochs, transform=encoder,
-                                  description=f"pixelation: server on pixelated data "
-                                              f"(b={self.b}, m={self.m}, eps={self.epsilon:g})")
-        return Protection(encoder=encoder, server=server.cpu(),
+        server = train_server_on_encoded(scenario, encoder, ctx,
+                                         description=f"pixelation: server on pixelated data (b={self.b}, "
+                                                     f"m={self.m}, eps={self.epsilon:g})")
+        return Protection(encoder=encoder, server=server,
                           build_encoder=partial(PixelationEncoder, self.b, self.m, self.epsilon),
                           metrics={"defense.laplace_scale": encoder.laplace_scale})
 

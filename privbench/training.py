@@ -69,6 +69,21 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                description=description, **kwargs)
 
 
+def train_server_on_encoded(scenario, encoder: nn.Module, ctx, *, description: str,
+                            input_shape: tuple[int, int, int] | None = None) -> nn.Module:
+    """A fresh classifier of the scenario's architecture trained for ``target_epochs`` on the owner's
+    images as ``encoder`` sends them (drawn afresh every batch): the server of a defense whose
+    service only ever sees protected data. ``input_shape``: the encoder's output shape when it
+    differs from the image's (e.g. padded)."""
+    from privbench.models import classifier
+    seed_everything(ctx.seed)
+    server = classifier(scenario.source.arch, input_shape or scenario.image_shape, scenario.classes())
+    server = train_classifier(server, scenario.images("owner"), scenario.labels("owner"), ctx,
+                              epochs=scenario.source.target_epochs, transform=encoder,
+                              description=description)
+    return server.cpu()
+
+
 @torch.no_grad()
 def apply(module: nn.Module, inputs: torch.Tensor, ctx, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
     """``module(inputs)`` in evaluation mode, batched, on the run's device; the result on the CPU."""

@@ -85,6 +85,12 @@ def failed_job(job: Job, error: BaseException, device: str) -> JobResult:
     return JobResult(job, [outcome(c, "failed", device, **failure_fields(error)) for c in job.cells])
 
 
+def protection_config(scenario, defense: PluginCall) -> dict[str, Any]:
+    """Everything that determines a fitted defense: its cache key."""
+    return {**scenario.cache_config(), "scenario": scenario.source.params(),
+            "defense": defense.name, "params": defense.params}
+
+
 class CellWorker:
     """Runs jobs in one process; datasets, scenarios and fitted defenses are kept between jobs."""
 
@@ -174,8 +180,7 @@ class CellWorker:
 
     def protection(self, scenario, defense: PluginCall) -> tuple[Any, dict[str, float]]:
         """The fitted defense and its utility and cost metrics, computed once per process."""
-        key = config_key({**scenario.cache_config(), "scenario": scenario.source.params(),
-                          "defense": defense.name, "params": defense.params})
+        key = config_key(protection_config(scenario, defense))
         if key not in self.fitted:
             protection = self.fit(scenario, defense)
             self.fitted[key] = (protection, self.utility(scenario, protection))
@@ -192,9 +197,8 @@ class CellWorker:
                                   f"(seed {scenario.seed}{held_out})")
             return defense.instance.fit(scenario, self.ctx)
 
-        protection, fit_s = self.ctx.cache.get_or_build("protection", {
-            **scenario.cache_config(), "scenario": scenario.source.params(),
-            "defense": defense.name, "params": defense.params}, build)
+        protection, fit_s = self.ctx.cache.get_or_build("protection",
+                                                        protection_config(scenario, defense), build)
         protection.fit_s = fit_s
         return protection.to(self.ctx.device)
 
