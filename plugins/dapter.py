@@ -193,6 +193,7 @@ class Dapter(Defense):
     name: ClassVar[str] = "dapter"
     summary: ClassVar[str] = ("user-side U-Net pulling images to mid-gray while the frozen service "
                               "still classifies them, L_dap (Wu et al., DAPter)")
+    cost_hint: ClassVar[float] = 3  # a U-Net encoder: slower to refit (shadow), invert (rmle), run
 
     lam: float = param(0.9, "lambda: weight of L_eta (L1 to mid-gray) against L_acc (0.9: paper's "
                             "sweet spot)", minimum=0.0, maximum=1.0)

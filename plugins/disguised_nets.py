@@ -218,6 +218,7 @@ class DisguisedNets(Defense):
     name: ClassVar[str] = "disguised-nets"
     summary: ClassVar[str] = ("block-wise secret permutation + random orthogonal/projection "
                               "transform + uniform noise, (X+Delta)R (Sharma & Chen)")
+    needs_target_model: ClassVar[bool] = False  # its server trains on disguised data from scratch
 
     block: int = param(2, "m: side of the square blocks, each with its own secret matrix R_i "
                           "(paper: 7 on MNIST, 2 on CIFAR-10 / LFW)", minimum=1)

@@ -50,6 +50,7 @@ class Noise(Defense):
 
     name: ClassVar[str] = "noise"
     summary: ClassVar[str] = "Gaussian (sigma) or Laplace (b) noise on the input, f(x+eps) (He et al.)"
+    needs_target_model: ClassVar[bool] = False  # its server trains on noisy data from scratch
 
     distribution: str = param("gaussian", "noise distribution", choices=("gaussian", "laplace"))
     scale: float = param(0.3, "sigma (Gaussian std) or b (Laplace scale), pixels in [0, 1]",

@@ -68,6 +68,12 @@ class Defense(Plugin):
     kind: ClassVar[str] = "defense"
     gives: ClassVar[frozenset[str]] = frozenset(ACCESS)
     withheld_reasons: ClassVar[dict[str, str]] = {}
+    # Scheduling hints only. Whether fit() starts from the service's trained target model
+    # (ctx.target_model): parallel executors fit the defenses that do not while it trains.
+    needs_target_model: ClassVar[bool] = True
+    # Relative cost of fitting and running the encoder (1 = a fixed transform or a small network);
+    # it scales the cost_hint of every attack on this defense.
+    cost_hint: ClassVar[float] = 1.0
 
     def access(self) -> frozenset[str]:
         """The access facts this configured defense gives an attacker (may depend on parameters)."""

@@ -10,8 +10,9 @@ Results come back to the calling process, which alone writes the store.
 
 - ``local``: the jobs run one after the other in this process, depth first (a defense's cells
   right after its fit), with the run's progress bars for every training loop.
-- ``process``: N worker processes on this machine (``concurrent.futures`` with the ``spawn``
-  start method, safe with torch), each with ``threads`` torch threads.
+- ``process``: N worker processes on this machine (``concurrent.futures``), forked from a fork
+  server that imported torch and the plugins once (``privbench.forkserver``; spawned for a CUDA
+  device or where there is no fork server), each with ``threads`` torch threads.
 - ``ray``: each job is a Ray task on a running cluster (``--ray-address``) or on a local one
   started with N CPUs; with ``--device cuda`` every task asks Ray for one GPU. Workers on other
   machines need privbench and the plugins installed and the cache directory on shared storage.
@@ -21,12 +22,12 @@ from __future__ import annotations
 
 import concurrent.futures as futures
 import heapq
-import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 
 from privbench.errors import PrivbenchError
+from privbench.forkserver import process_context
 from privbench.worker import (
     STAGES,
     CellWorker,
@@ -77,11 +78,17 @@ class LocalExecutor:
         pass
 
 
-def priority(job: Job) -> tuple[int, float]:
-    """Earlier stages first (they unlock the most work), then the longest cells (longest first)."""
+def priority(job: Job) -> tuple[int, float, float]:
+    """Which waiting job starts first: earlier stages (they unlock the most work); among defenses,
+    those that do not wait for the target model, then the costliest fits; among cells, the longest
+    (attack's cost_hint times the defense's), so that no long cell is left for the end."""
     stage = STAGES.index(job.stage)
-    cost = job.cells[0].attack.instance.cost_hint if job.stage == "cell" else 0.0
-    return stage, -cost
+    defense = job.cells[0].defense.instance
+    if job.stage == "defense":
+        return stage, float(defense.needs_target_model), -defense.cost_hint
+    if job.stage == "cell":
+        return stage, 0.0, -job.cells[0].attack.instance.cost_hint * defense.cost_hint
+    return stage, 0.0, 0.0
 
 
 class DispatchingExecutor:
@@ -94,7 +101,7 @@ class DispatchingExecutor:
 
     def __init__(self, settings: WorkerSettings, workers: int) -> None:
         self.settings, self.workers = settings, workers
-        self.waiting: list[tuple[tuple, int, Job]] = []
+        self.waiting: list[tuple[tuple, int, Job]] = []  # (priority, arrival, job)
         self.in_flight: dict = {}
         self.not_started: list[JobResult] = []  # jobs the executor could not even start
         self.submitted = 0
@@ -144,7 +151,7 @@ class DispatchingExecutor:
 
 
 class ProcessExecutor(DispatchingExecutor):
-    """Runs jobs in ``workers`` spawned processes on this machine."""
+    """Runs jobs in ``workers`` processes on this machine (``privbench.forkserver``)."""
 
     name = "process"
 
@@ -156,7 +163,7 @@ class ProcessExecutor(DispatchingExecutor):
         self.pool = self._new_pool()
 
     def _new_pool(self) -> futures.ProcessPoolExecutor:
-        pool = futures.ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("spawn"),
+        pool = futures.ProcessPoolExecutor(self.workers, mp_context=process_context(self.settings.device),
                                            initializer=warm_up, initargs=(self.settings,))
         for _ in range(self.workers):  # start every worker now: they import torch meanwhile
             pool.submit(int)

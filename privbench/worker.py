@@ -98,7 +98,8 @@ class CellWorker:
         self.ctx = ctx
         self.datasets: dict[str, Any] = {}
         self.scenarios: dict[tuple[str, int], Any] = {}
-        self.fitted: dict[str, tuple[Any, dict[str, float]]] = {}
+        self.fitted: dict[str, Any] = {}  # protection key -> fitted Protection
+        self.utilities: dict[str, dict[str, float]] = {}  # protection key -> utility and costs
 
     @property
     def device(self) -> str:
@@ -125,7 +126,10 @@ class CellWorker:
         return JobResult(job)
 
     def prepare_defense(self, job: Job) -> JobResult:
-        """Settle the not-applicable cells, fit the defense once for the others."""
+        """Settle the not-applicable cells, fit the defense once for the others.
+
+        Only the fit: its utility needs the target model, which may still be training elsewhere, so
+        each process measures it with its first cell of the defense (``protection``)."""
         first = job.cells[0]
         result = JobResult(job)
         try:
@@ -141,7 +145,7 @@ class CellWorker:
                 result.ready.append(cell)
         if result.ready:
             try:
-                self.protection(scenario, first.defense)
+                self.fitted_defense(scenario, first.defense)
             except Exception as error:
                 result.settled += [outcome(c, "failed", self.device, **failure_fields(error))
                                    for c in result.ready]
@@ -179,11 +183,18 @@ class CellWorker:
         return self.scenarios[(dataset.spec, seed)]
 
     def protection(self, scenario, defense: PluginCall) -> tuple[Any, dict[str, float]]:
-        """The fitted defense and its utility and cost metrics, computed once per process."""
+        """The fitted defense and its utility and cost metrics, each computed once per process."""
+        key = config_key(protection_config(scenario, defense))
+        protection = self.fitted_defense(scenario, defense)
+        if key not in self.utilities:
+            self.utilities[key] = self.utility(scenario, protection)
+        return protection, self.utilities[key]
+
+    def fitted_defense(self, scenario, defense: PluginCall):
+        """The fitted defense, loaded (or fitted) once per process."""
         key = config_key(protection_config(scenario, defense))
         if key not in self.fitted:
-            protection = self.fit(scenario, defense)
-            self.fitted[key] = (protection, self.utility(scenario, protection))
+            self.fitted[key] = self.fit(scenario, defense)
         return self.fitted[key]
 
     def fit(self, scenario, defense: PluginCall):

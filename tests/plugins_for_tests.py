@@ -125,3 +125,9 @@ class BadAttackAccess:
             summary: ClassVar[str] = "asks for access nobody defines"
             requires: ClassVar[frozenset[str]] = frozenset({"telepathy"})
         register(Greedy)
+
+
+def imported(modules: list[str]) -> list[bool]:
+    """Whether each module is imported in this process (asked of a worker process)."""
+    import sys
+    return [name in sys.modules for name in modules]

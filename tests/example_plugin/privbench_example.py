@@ -37,6 +37,7 @@ class BoxBlur(nn.Module):
 class BoxBlurDefense(Defense):
     name: ClassVar[str] = "box-blur"
     summary: ClassVar[str] = "average k x k pixel cells; the server trains on blurred images"
+    needs_target_model: ClassVar[bool] = False  # a scheduling hint: fit() trains its own server
 
     cell: int = param(2, "side of the averaged cells in pixels", minimum=1)
 

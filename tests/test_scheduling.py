@@ -1,0 +1,85 @@
+"""How parallel executors order and start jobs: what runs first, and what need not wait."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from privbench.context import ArtifactCache, RunContext
+from privbench.executors import priority
+from privbench.forkserver import process_context, worker_modules
+from privbench.matrix import MatrixConfig, first_jobs, plan
+from privbench.worker import CellWorker, Job
+
+DIGITS = ("digits", {"limit": 300, "target_epochs": 2, "target": "digit"})
+
+
+def cells_of(registry, defenses, attacks):
+    return plan(registry, MatrixConfig(datasets=[DIGITS], defenses=[(d, {}) for d in defenses],
+                                       attacks=[(a, {}) for a in attacks]))
+
+
+def test_target_model_first_then_defenses_that_do_not_need_it_then_costly_fits(registry):
+    cells = cells_of(registry, ["identity", "dapter", "noise", "split", "disguised-nets"],
+                     ["examiner"])
+    order = sorted(first_jobs(cells), key=priority)
+    labels = [job.stage if job.stage == "scenario" else job.cells[0].defense.name for job in order]
+    assert labels[0] == "scenario"
+    assert set(labels[1:3]) == {"noise", "disguised-nets"}  # they train their own server
+    assert labels[3] == "dapter"  # needs the target model, and its U-Net is the costliest fit
+    assert set(labels[4:]) == {"identity", "split"}
+
+
+def test_longest_cells_start_first(registry):
+    cells = cells_of(registry, ["identity", "dapter"], ["examiner", "inverse-network", "rmle"])
+    order = sorted((Job("cell", (cell,)) for cell in cells), key=priority)
+    names = [(job.cells[0].defense.name, job.cells[0].attack.name) for job in order]
+    assert names[0] == ("dapter", "inverse-network")
+    assert names.index(("identity", "inverse-network")) < names.index(("identity", "rmle"))
+    assert names.index(("dapter", "rmle")) < names.index(("identity", "rmle"))
+    assert names[-1] == ("identity", "examiner")
+
+
+def test_a_defense_job_fits_without_the_target_model_when_its_defense_does_not_need_it(
+        registry, tmp_path, monkeypatch):
+    """The utility (which needs the target model) waits for the defense's first cell, so a defense
+    that trains its own server fits while another worker still trains the target model."""
+    ctx = RunContext(cache=ArtifactCache(tmp_path / "cache"))
+
+    def target_not_ready(scenario):
+        raise RuntimeError("target model not trained yet")
+
+    monkeypatch.setattr(ctx, "target_model", target_not_ready)
+    worker = CellWorker(ctx)
+    jobs = {job.cells[0].defense.name: job
+            for job in first_jobs(cells_of(registry, ["noise", "identity"], ["examiner"]))
+            if job.stage == "defense"}
+    noise = worker.do(jobs["noise"])
+    assert noise.settled == [] and len(noise.ready) == 1  # fitted: its cell may start
+    identity = worker.do(jobs["identity"])
+    assert identity.ready == [] and identity.settled[0].status == "failed"
+    assert "target model not trained yet" in identity.settled[0].reason
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork server on Windows")
+def test_process_workers_fork_from_a_server_that_imported_torch_and_every_plugin():
+    assert process_context().get_start_method() == "forkserver"
+    assert process_context("cuda:0").get_start_method() == "spawn"  # CUDA workers stay spawned
+    modules = worker_modules()
+    assert {"torch", "torch._dynamo", "privbench.worker"} <= set(modules)
+    assert {"privbench_plugins.noise", "privbench_plugins.dapter", "privbench_example"} <= set(modules)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork server on Windows")
+def test_a_fresh_worker_has_what_its_first_job_imports_already(tmp_path):
+    from plugins_for_tests import imported
+
+    from privbench.executors import ProcessExecutor
+    from privbench.worker import WorkerSettings
+    executor = ProcessExecutor(WorkerSettings(cache_dir=str(tmp_path), threads=1), workers=1)
+    try:
+        modules = ["torch._dynamo", "sklearn.datasets", "privbench_plugins.dapter"]
+        assert executor.pool.submit(imported, modules).result(timeout=120) == [True] * 3
+    finally:
+        executor.close()
