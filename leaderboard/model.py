@@ -135,15 +135,19 @@ class DefenseRow:
     groups: dict[str, Group]
     rank: int = 0
 
-    def per_seed(self, metric: str) -> dict[int, float]:
-        """A per-defense metric (utility, cost) by seed: every attack's cell carries the same value."""
+    def values_by_seed(self, metric: str) -> dict[int, list[float]]:
+        """Every done cell's value of ``metric``, grouped by seed (cells without it are left out)."""
         values: dict[int, list[float]] = {}
         for group in self.groups.values():
             for cell in group.done:
                 value = metric_of(cell, metric)
                 if value is not None:
                     values.setdefault(cell.seed, []).append(value)
-        return {seed: statistics.fmean(v) for seed, v in sorted(values.items())}
+        return values
+
+    def per_seed(self, metric: str) -> dict[int, float]:
+        """A per-defense metric (utility, cost) by seed: every attack's cell carries the same value."""
+        return {seed: statistics.fmean(v) for seed, v in sorted(self.values_by_seed(metric).items())}
 
     def stat(self, metric: str) -> Stat | None:
         return Stat.of(self.per_seed(metric).values())
@@ -151,13 +155,7 @@ class DefenseRow:
     @cached_property
     def worst_case(self) -> Stat | None:
         """The combined score: per seed the minimum privacy.score over the attacks that ran."""
-        by_seed: dict[int, list[float]] = {}
-        for group in self.groups.values():
-            for cell in group.done:
-                score = metric_of(cell, SCORE)
-                if score is not None:
-                    by_seed.setdefault(cell.seed, []).append(score)
-        return Stat.of(min(scores) for scores in by_seed.values())
+        return Stat.of(min(scores) for scores in self.values_by_seed(SCORE).values())
 
     @property
     def attacks_scored(self) -> int:
