@@ -50,7 +50,6 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from functools import partial
 from typing import ClassVar
 
 import torch
@@ -58,9 +57,16 @@ from torch import nn
 from torch.nn import functional as F
 
 from privbench import hookimpl
-from privbench.core import Defense, Protection
-from privbench.params import param
-from privbench.training import EVAL_BATCH_SIZE, apply, batches, fit, seed_everything
+from privbench.api import (
+    EVAL_BATCH_SIZE,
+    Defense,
+    Protection,
+    apply,
+    batches,
+    classifier,
+    fit,
+    param,
+)
 
 MID_GRAY = 128 / 255  # DAPter's reference pixel value (R128, G128, B128) in [0, 1] units
 INTENSITY_LEVELS = 256
@@ -203,21 +209,23 @@ class Dapter(Defense):
     lr: float = param(3e-3, "Adam learning rate of the U-Net", minimum=0.0)
     batch_size: int = param(64, "U-Net training batch size", minimum=1)
 
-    def fit(self, scenario, ctx) -> Protection:
-        server = ctx.target_model(scenario)
-        seed_everything(ctx.seed)
-        unet = build_unet(scenario.image_shape, self.depth, self.width)
-        frozen = frozen_copy(server).to(ctx.device)
-        owner, labels = scenario.images("owner"), scenario.labels("owner")
-        fit(unet, owner, labels, DapLoss(frozen, self.lam), ctx, epochs=self.epochs, lr=self.lr,
-            batch_size=self.batch_size, description=f"dapter: U-Net (lambda {self.lam})")
-        recalibrate_batch_norm(unet, owner, ctx)
-        test = scenario.images("test")
-        metrics = {"defense.entropy": mean_pixel_entropy(apply(unet, test, ctx)),
-                   "defense.entropy_original": mean_pixel_entropy(test)}
-        return Protection(encoder=unet.cpu().eval(), server=server, metrics=metrics,
-                          build_encoder=partial(build_unet, scenario.image_shape, self.depth,
-                                                self.width))
+    def build(self, facts) -> Protection:
+        return Protection(encoder=build_unet(facts.image_shape, self.depth, self.width),
+                          server=classifier(facts.arch, facts.image_shape, facts.classes()))
+
+    def fit(self, owner) -> Protection:
+        server = owner.target_model()
+        unet = build_unet(owner.image_shape, self.depth, self.width)
+        frozen = frozen_copy(server).to(owner.device)
+        fit(unet, owner.images, owner.labels(), DapLoss(frozen, self.lam), owner, epochs=self.epochs,
+            lr=self.lr, batch_size=self.batch_size, description=f"dapter: U-Net (lambda {self.lam})")
+        recalibrate_batch_norm(unet, owner.images, owner)
+        return Protection(encoder=unet.cpu().eval(), server=server)
+
+    def evaluate(self, protection, data) -> dict[str, float]:
+        """DAPter's pixel entropy of the converted and of the original test images."""
+        return {"defense.entropy": mean_pixel_entropy(apply(protection.encoder, data.images, data)),
+                "defense.entropy_original": mean_pixel_entropy(data.images)}
 
 
 @hookimpl

@@ -29,8 +29,9 @@ so the default is the small-image setting: m = 2 (CIFAR-10 / LFW), orthogonal R_
 noise before the multiplication (the paper's formula), with the permutation on (the MNIST setting:
 digits are sparse like MNIST, where the paper finds permutation needed for visual privacy).
 
-Key: R_i and pi derive deterministically from the run's seed through their own ``torch.Generator``
-(same seed, same key; another seed, another key); the global RNG only draws the noise.
+Key: R_i and pi are drawn through their own ``torch.Generator`` seeded from the defender's random
+stream (same cell seed, same key; another seed, another key); the noise is drawn from the global
+random state, which the harness seeds per party.
 
 Server: a fresh classifier of the scenario's architecture for ``padded_shape`` inputs, trained for
 ``target_epochs`` epochs on disguised owner images with the noise redrawn every batch.
@@ -40,18 +41,16 @@ model, never a plain/disguised pair, and does not know K). privbench states the 
 have so every cell is explicit: ``query`` (a chosen-plaintext attacker who can get images of its
 choice disguised: black-box), ``server`` (the cloud runs the model), ``image-like`` (the disguised
 image has the image's channels; its height and width are rounded up to a multiple of m when padded),
-``architecture`` (the transform family is public, Kerckhoffs; ``build_encoder`` gives the same family
-with a key the attacker draws itself) and ``white-box``: the encoder holds the key as buffers and is
+``architecture`` (the transform family is public, Kerckhoffs; the attacker's view builds the same
+family with a key drawn from the attacker's own stream), ``known-pairs`` (plain / disguised pairs of
+images the owner sent) and ``white-box``: the encoder holds the key as buffers and is
 differentiable, so white-box cells model a *leaked key*, the worst case, not the paper's assumption.
-Known-plaintext attacks can read ``block``, ``padded_shape``, ``permutation`` and ``matrices`` from
-the encoder to check what they recover.
+No other attack ever sees the key.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
-from functools import partial
 from typing import ClassVar
 
 import torch
@@ -59,19 +58,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from privbench import hookimpl
-from privbench.core import Defense, Protection
-from privbench.params import param
-from privbench.training import train_server_on_encoded
+from privbench.api import (
+    Defense,
+    Protection,
+    classifier,
+    param,
+    train_server_on_encoded,
+)
 
 PIXEL_LEVELS = 255.0  # N is in 0-255 pixel units; images here are in [0, 1]
 MAX_CONDITION = 1e3  # projection matrices above this condition number are redrawn
 MATRIX_KINDS = ("orthogonal", "projection", "gaussian-projection")
-
-
-def derived_seed(seed: int, purpose: str) -> int:
-    """A 63-bit seed for ``purpose`` ("key", "attacker-key") derived from the run's seed."""
-    digest = hashlib.sha256(f"disguised-nets/{purpose}/{seed}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 def haar_orthogonal(count: int, side: int, generator: torch.Generator) -> torch.Tensor:
@@ -232,23 +229,29 @@ class DisguisedNets(Defense):
                                            "multiplication and permutation (2019 code)",
                                  choices=("before", "after"))
 
-    def encoder_for(self, image_shape: tuple[int, int, int], seed: int,
-                    purpose: str = "key") -> DisguiseEncoder:
-        """The encoder with the key derived from ``seed`` (``purpose="attacker-key"``: another key)."""
-        return self.encoder_factory(image_shape, derived_seed(seed, purpose))()
+    def check_data(self, facts) -> str | None:
+        side = min(facts.image_shape[1:])
+        if self.block > side:
+            return (f"defense 'disguised-nets': block={self.block} is larger than the images "
+                    f"({facts.image_shape[1]} x {facts.image_shape[2]}); accepted: 1 to {side}")
+        return None
 
-    def encoder_factory(self, image_shape: tuple[int, int, int], key_seed: int) -> partial:
-        return partial(DisguiseEncoder, tuple(image_shape), self.block, self.matrix, self.permute,
-                       self.noise, self.noise_placement, key_seed)
+    def build(self, facts) -> Protection:
+        """A disguise with a fresh key drawn from the global random state (seeded by the harness
+        from the defender's stream when it fits, from the attacker's for ``architecture`` access),
+        and an untrained server for the padded disguised images."""
+        key_seed = int(torch.randint(0, 2**62, (1,)))
+        encoder = DisguiseEncoder(tuple(facts.image_shape), self.block, self.matrix, self.permute,
+                                  self.noise, self.noise_placement, key_seed)
+        return Protection(encoder=encoder,
+                          server=classifier(facts.arch, encoder.padded_shape, facts.classes()))
 
-    def fit(self, scenario, ctx) -> Protection:
-        encoder = self.encoder_for(scenario.image_shape, ctx.seed).to(ctx.device)
-        server = train_server_on_encoded(scenario, encoder, ctx, input_shape=encoder.padded_shape,
+    def fit(self, owner) -> Protection:
+        encoder = self.build(owner.facts).encoder.to(owner.device)
+        server = train_server_on_encoded(owner, encoder, input_shape=encoder.padded_shape,
                                          description=f"disguised-nets: server on disguised data "
                                                      f"({self.block}x{self.block}, N={self.noise:g})")
-        attacker_key = derived_seed(ctx.seed, "attacker-key")
-        return Protection(encoder=encoder.cpu(), server=server,
-                          build_encoder=self.encoder_factory(scenario.image_shape, attacker_key))
+        return Protection(encoder=encoder.cpu(), server=server)
 
 
 @hookimpl

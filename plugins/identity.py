@@ -12,7 +12,11 @@ from typing import ClassVar
 from torch import nn
 
 from privbench import hookimpl
-from privbench.core import Defense, Protection
+from privbench.api import (
+    Defense,
+    Protection,
+    classifier,
+)
 
 
 @dataclass
@@ -22,9 +26,12 @@ class Identity(Defense):
     name: ClassVar[str] = "identity"
     summary: ClassVar[str] = "no protection: the raw image goes to the unprotected target model"
 
-    def fit(self, scenario, ctx) -> Protection:
-        return Protection(encoder=nn.Identity(), server=ctx.target_model(scenario),
-                          build_encoder=nn.Identity)
+    def build(self, facts) -> Protection:
+        return Protection(encoder=nn.Identity(),
+                          server=classifier(facts.arch, facts.image_shape, facts.classes()))
+
+    def fit(self, owner) -> Protection:
+        return Protection(encoder=nn.Identity(), server=owner.target_model())
 
 
 @hookimpl

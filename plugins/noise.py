@@ -15,16 +15,19 @@ Threat model: every access fact holds (the noise mechanism is public; it is diff
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from privbench import hookimpl
-from privbench.core import Defense, Protection
-from privbench.params import param
-from privbench.training import train_server_on_encoded
+from privbench.api import (
+    Defense,
+    Protection,
+    classifier,
+    param,
+    train_server_on_encoded,
+)
 
 
 class NoisyInput(nn.Module):
@@ -56,12 +59,15 @@ class Noise(Defense):
     scale: float = param(0.3, "sigma (Gaussian std) or b (Laplace scale), pixels in [0, 1]",
                          minimum=0.0)
 
-    def fit(self, scenario, ctx) -> Protection:
+    def build(self, facts) -> Protection:
+        return Protection(encoder=NoisyInput(self.distribution, self.scale),
+                          server=classifier(facts.arch, facts.image_shape, facts.classes()))
+
+    def fit(self, owner) -> Protection:
         encoder = NoisyInput(self.distribution, self.scale)
-        server = train_server_on_encoded(scenario, encoder, ctx,
+        server = train_server_on_encoded(owner, encoder,
                                          description=f"noise: server on noisy data ({self.scale})")
-        return Protection(encoder=encoder, server=server,
-                          build_encoder=partial(NoisyInput, self.distribution, self.scale))
+        return Protection(encoder=encoder, server=server)
 
 
 @hookimpl

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from functools import partial
 from typing import ClassVar
 
 import torch
@@ -45,9 +44,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from privbench import hookimpl
-from privbench.core import Defense, Protection
-from privbench.params import param
-from privbench.training import train_server_on_encoded
+from privbench.api import (
+    Defense,
+    Protection,
+    classifier,
+    param,
+    train_server_on_encoded,
+)
 
 
 def laplace_like(like: torch.Tensor) -> torch.Tensor:
@@ -105,16 +108,21 @@ class Pixelation(Defense):
     m: int = param(1, "m: neighbourhood, how many pixels may differ between neighbouring images "
                       "(Fan: 16)", minimum=1)
     epsilon: float = param(0.5, "epsilon: differential privacy budget (Fan: 0.5); inf for no noise",
-                           minimum=1e-6)
+                           minimum=1e-6, infinite=True)
 
-    def fit(self, scenario, ctx) -> Protection:
+    def build(self, facts) -> Protection:
+        return Protection(encoder=PixelationEncoder(self.b, self.m, self.epsilon),
+                          server=classifier(facts.arch, facts.image_shape, facts.classes()))
+
+    def fit(self, owner) -> Protection:
         encoder = PixelationEncoder(self.b, self.m, self.epsilon)
-        server = train_server_on_encoded(scenario, encoder, ctx,
+        server = train_server_on_encoded(owner, encoder,
                                          description=f"pixelation: server on pixelated data (b={self.b}, "
                                                      f"m={self.m}, eps={self.epsilon:g})")
-        return Protection(encoder=encoder, server=server,
-                          build_encoder=partial(PixelationEncoder, self.b, self.m, self.epsilon),
-                          metrics={"defense.laplace_scale": encoder.laplace_scale})
+        return Protection(encoder=encoder, server=server)
+
+    def evaluate(self, protection, data) -> dict[str, float]:
+        return {"defense.laplace_scale": protection.encoder.laplace_scale}
 
 
 @hookimpl

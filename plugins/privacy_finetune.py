@@ -61,24 +61,25 @@ protection that holds against a scale-aware attacker.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import partial
 from typing import ClassVar
 
 import torch
 from torch import nn
 
 from privbench import hookimpl
-from privbench.core import Defense, Protection
-from privbench.params import param
-from privbench.training import apply, fit, seed_everything
-from privbench_plugins.split import (
+from privbench.api import (
     LENET_LAYERS,
+    Defense,
     FeaturePerturbation,
+    Protection,
     SplitEncoder,
+    apply,
     check_known_layer,
+    classifier,
     feature_size,
+    fit,
+    param,
     split_model,
-    untrained_encoder,
 )
 
 
@@ -144,7 +145,7 @@ class PrivacyFinetune(Defense):
     name: ClassVar[str] = "privacy-finetune"
     summary: ClassVar[str] = ("fine-tune the target model with a center loss on mid-network "
                               "features (+ noise), ship the first half as a closed box (Prodomo)")
-    gives: ClassVar[frozenset[str]] = frozenset({"query", "architecture", "server"})
+    gives: ClassVar[frozenset[str]] = frozenset({"query", "architecture", "server", "known-pairs"})
     withheld_reasons: ClassVar[dict[str, str]] = {
         "white-box": "the client half ships as a closed box",
         "image-like": "defense 'privacy-finetune' sends mid-network features, not images shaped "
@@ -166,29 +167,41 @@ class PrivacyFinetune(Defense):
         check_known_layer(cls.name, defense.layer)
         return defense
 
-    def fit(self, scenario, ctx) -> Protection:
-        arch = scenario.source.arch
-        client, server = split_model(ctx.target_model(scenario), self.layer, arch, self.name)
-        noise = FeaturePerturbation("gaussian", self.noise_scale)
-        model = SplitClassifier(client, noise, server)
-        self.finetune(model, scenario, ctx)
-        encoder = SplitEncoder(model.client, noise).eval()
-        clean_test = apply(model.client, scenario.images("test"), ctx)
-        metrics = {"defense.feature_size": float(feature_size(encoder, scenario.image_shape)),
-                   "defense.center_distance": center_distance(clean_test, scenario.labels("test"),
-                                                              scenario.classes())}
-        build = partial(untrained_encoder, arch, scenario.image_shape, scenario.classes(),
-                        self.layer, "gaussian", self.noise_scale)
-        return Protection(encoder=encoder.cpu(), server=model.server.eval().cpu(),
-                          build_encoder=build, metrics=metrics)
+    def check_data(self, facts) -> str | None:
+        if facts.arch == "lenet" and self.layer not in LENET_LAYERS:
+            return (f"defense 'privacy-finetune': unknown layer '{self.layer}' for lenet; accepted: "
+                    + ", ".join(LENET_LAYERS))
+        return None
 
-    def finetune(self, model: SplitClassifier, scenario, ctx) -> None:
+    def build(self, facts) -> Protection:
+        """A freshly initialised model of the service's architecture, cut at ``layer``."""
+        client, server = split_model(classifier(facts.arch, facts.image_shape, facts.classes()),
+                                     self.layer, facts.arch, self.name)
+        return Protection(encoder=SplitEncoder(client, self.noise()), server=server)
+
+    def noise(self) -> FeaturePerturbation:
+        return FeaturePerturbation("gaussian", self.noise_scale)
+
+    def fit(self, owner) -> Protection:
+        client, server = split_model(owner.target_model(), self.layer, owner.facts.arch, self.name)
+        model = SplitClassifier(client, self.noise(), server)
+        self.finetune(model, owner)
+        encoder = SplitEncoder(model.client, model.noise).eval()
+        return Protection(encoder=encoder.cpu(), server=model.server.eval().cpu())
+
+    def evaluate(self, protection, data) -> dict[str, float]:
+        """The size of what the client sends, and how tightly its clean features cluster by class."""
+        clean_test = apply(protection.encoder.client, data.images, data)
+        return {"defense.feature_size": float(feature_size(protection.encoder, data.facts.image_shape)),
+                "defense.center_distance": center_distance(clean_test, data.labels(),
+                                                           data.facts.classes())}
+
+    def finetune(self, model: SplitClassifier, owner) -> None:
         """Minimise cross-entropy + alpha * center loss over the owner data (both halves train)."""
-        images, labels = scenario.images("owner"), scenario.labels("owner")
-        start = class_means(apply(model.client, images, ctx), labels, scenario.classes())
+        images, labels = owner.images, owner.labels()
+        start = class_means(apply(model.client, images, owner), labels, owner.facts.classes())
         objective = CenterLossObjective(start, self.alpha, self.center_rate)
-        seed_everything(ctx.seed)
-        fit(model, images, labels, objective, ctx, epochs=self.epochs, lr=self.lr,
+        fit(model, images, labels, objective, owner, epochs=self.epochs, lr=self.lr,
             description=f"privacy-finetune: center loss at {self.layer} (alpha {self.alpha})")
 
 

@@ -18,58 +18,22 @@ at ReLU22, 1e3 at ReLU32, 1 at MNIST ReLU2 with summed, not averaged, terms; our
 suits the averaged loss). ``images`` test images are inverted (He et al. report 10, one per
 class; 0 means all).
 
-Reports ``attack.psnr``, ``attack.ssim`` like every reconstruction attack and
-privacy.score = clip((1 - SSIM) / (1 - SSIM of the mean aux image), 0, 1).
+Returns the reconstructions; the harness scores them like every reconstruction (``attack.psnr``,
+``attack.ssim``, privacy.score = clip((1 - SSIM) / (1 - SSIM of the mean aux image), 0, 1)).
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
-import torch
-from torch import nn
-
 from privbench import hookimpl
-from privbench.core import Attack, AttackResult
-from privbench.params import param
-from privbench.reconstruction import reconstruction_result, test_subset
-from privbench.training import apply, seed_everything
-
-GRAY = 0.5
-
-
-def total_variation(x: torch.Tensor, beta: float) -> torch.Tensor:
-    """TV_beta(x): mean of ((dx)^2 + (dy)^2)^(beta/2) over pixels (last row/column dropped)."""
-    dx = x[..., :-1, 1:] - x[..., :-1, :-1]
-    dy = x[..., 1:, :-1] - x[..., :-1, :-1]
-    squared = dx.pow(2) + dy.pow(2)
-    if beta == 2:
-        return squared.mean()
-    return (squared + 1e-8).pow(beta / 2).mean()
-
-
-def invert(encoder: nn.Module, targets: torch.Tensor, image_shape: tuple[int, ...], ctx, *,
-           iterations: int, lr: float, tv_weight: float, beta: float, description: str) -> torch.Tensor:
-    """x* = argmin ||encoder(x) - targets||^2 / n + tv_weight * TV_beta(x), from a gray start."""
-    encoder = copy.deepcopy(encoder).to(ctx.device).eval()  # never touch the shared protection
-    for parameter in encoder.parameters():
-        parameter.requires_grad_(False)
-    targets = targets.to(ctx.device)
-    x = torch.full((len(targets), *image_shape), GRAY, device=ctx.device, requires_grad=True)
-    optimizer = torch.optim.Adam([x], lr=lr)
-    with ctx.progress.task(description, total=iterations) as advance:
-        for _ in range(iterations):
-            optimizer.zero_grad(set_to_none=True)
-            mismatch = (encoder(x) - targets).pow(2).mean()
-            loss = mismatch + tv_weight * total_variation(x, beta) if tv_weight else mismatch
-            loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                x.clamp_(0, 1)
-            advance()
-    return x.detach().cpu()
+from privbench.api import (
+    Attack,
+    AttackOutput,
+    invert,
+    param,
+)
 
 
 @dataclass
@@ -81,7 +45,6 @@ class RegularizedMLE(Attack):
                               "prior (He et al. rMLE)")
     threat_model: ClassVar[str] = "white-box"
     requires: ClassVar[frozenset[str]] = frozenset({"white-box"})
-    privacy_mapping: ClassVar[str] = "clip((1 - attack.ssim) / (1 - attack.ssim_chance), 0, 1)"
     cost_hint: ClassVar[float] = 3  # relative run time, for parallel scheduling
 
     iterations: int = param(500, "Adam iterations (paper: 500 shallow, 5000 deep)", minimum=1)
@@ -90,16 +53,14 @@ class RegularizedMLE(Attack):
     beta: float = param(2.0, "TV exponent beta (code: 2, paper: 1)", minimum=0.5)
     images: int = param(100, "test images to invert, every class first (0: all)", minimum=0)
 
-    def run(self, scenario, protection, ctx) -> AttackResult:
-        seed_everything(ctx.seed)
-        index = test_subset(scenario, self.images)
-        originals = scenario.images("test")[index]
-        observed = apply(protection.encoder, originals, ctx)
-        reconstructed = invert(protection.encoder, observed, scenario.image_shape, ctx,
+    def victims(self) -> int:
+        return self.images
+
+    def run(self, view) -> AttackOutput:
+        reconstructed = invert(view.encoder, view.observed, view.image_shape, view,
                                iterations=self.iterations, lr=self.lr, tv_weight=self.tv_weight,
                                beta=self.beta, description="rmle: inverting")
-        return reconstruction_result(scenario, originals, observed, reconstructed,
-                                     labels=scenario.labels("test")[index])
+        return AttackOutput(reconstruction=reconstructed)
 
 
 @hookimpl

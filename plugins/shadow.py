@@ -4,21 +4,23 @@ Threat model: query-free. The attacker cannot query the encoder and does not hav
 it knows the encoder's architecture, holds the frozen server model f2 and its own labelled
 auxiliary images, and observes the protected data z of the victim's images. It trains a shadow
 encoder f1' so that f2(f1'(x)) classifies its aux images (cross-entropy on the target task, f2
-frozen), then inverts the shadow with rMLE (privbench_plugins.rmle.invert) against the observed z.
+frozen and kept in eval mode), then inverts the shadow with rMLE (``privbench.inversion.invert``)
+against the observed z.
 
-``shadow_arch``: ``same`` builds an untrained copy of the real encoder's architecture (the
-protection's ``build_encoder``); ``different`` uses a generic convolutional network (or a
-perceptron for vector outputs) with the same output shape, He et al.'s "different net" setting.
-Defaults follow the authors' code: shadow trained with Adam, lr 1e-3; rMLE 500 iterations, lr 0.1;
-the code's lambda_TV = 2 is for summed terms, our averaged TV uses ``tv_weight`` 1e-3 (see rmle).
+``shadow_arch``: ``same`` asks the view for a freshly initialised encoder of the defense's
+architecture (drawn from the attacker's own random stream: new weights, a new key, never the
+defender's); ``different`` uses a generic convolutional network (or a perceptron for vector
+outputs) with the same output shape, He et al.'s "different net" setting. Defaults follow the
+authors' code: shadow trained with Adam, lr 1e-3; rMLE 500 iterations, lr 0.1; the code's
+lambda_TV = 2 is for summed terms, our averaged TV uses ``tv_weight`` 1e-3 (see rmle).
 
-Reports ``attack.psnr``, ``attack.ssim`` and the shadow's accuracy through the server on the test
-images (``attack.shadow_accuracy``); privacy.score as for every reconstruction attack.
+Returns the reconstructions (scored by the harness like every reconstruction) and, as a
+diagnostic, ``attack.shadow_accuracy``: the shadow's accuracy through the server on the attacker's
+own aux images.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -26,12 +28,15 @@ import torch
 from torch import nn
 
 from privbench import hookimpl
-from privbench.core import Attack, AttackResult
-from privbench.errors import NotApplicable
-from privbench.params import param
-from privbench.reconstruction import reconstruction_result, test_subset
-from privbench.training import accuracy, apply, seed_everything, train_classifier
-from privbench_plugins.rmle import invert
+from privbench.api import (
+    Attack,
+    AttackOutput,
+    accuracy,
+    apply,
+    invert,
+    param,
+    train_classifier,
+)
 
 
 class GenericShadow(nn.Module):
@@ -56,14 +61,12 @@ class GenericShadow(nn.Module):
 
 
 class ThroughFrozenServer(nn.Module):
-    """f2(f1'(x)) with only the shadow f1' trainable."""
+    """f2(f1'(x)) with only the shadow f1' trainable (the view's server is frozen, in eval mode)."""
 
     def __init__(self, shadow: nn.Module, server: nn.Module) -> None:
         super().__init__()
         self.shadow = shadow
-        self.server = copy.deepcopy(server).eval()
-        for parameter in self.server.parameters():
-            parameter.requires_grad_(False)
+        self.server = server
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.server(self.shadow(x))
@@ -78,7 +81,6 @@ class Shadow(Attack):
                               "it with rMLE (He et al.)")
     threat_model: ClassVar[str] = "query-free"
     requires: ClassVar[frozenset[str]] = frozenset({"server", "architecture"})
-    privacy_mapping: ClassVar[str] = "clip((1 - attack.ssim) / (1 - attack.ssim_chance), 0, 1)"
     cost_hint: ClassVar[float] = 6  # relative run time, for parallel scheduling
 
     shadow_arch: str = param("same", "shadow architecture", choices=("same", "different"))
@@ -88,36 +90,32 @@ class Shadow(Attack):
     tv_weight: float = param(1e-3, "lambda_TV of the rMLE step", minimum=0.0)
     images: int = param(100, "test images to invert, every class first (0: all)", minimum=0)
 
-    def run(self, scenario, protection, ctx) -> AttackResult:
-        seed_everything(ctx.seed)
-        index = test_subset(scenario, self.images)
-        originals = scenario.images("test")[index]
-        observed = apply(protection.encoder, originals, ctx)
-        shadow = self._train_shadow(scenario, protection, tuple(observed.shape[1:]), ctx)
-        reconstructed = invert(shadow, observed, scenario.image_shape, ctx, iterations=self.iterations,
+    def granted_needs(self) -> frozenset[str]:
+        """``different`` builds its own network: it needs the server, not the architecture."""
+        return self.requires if self.shadow_arch == "same" else frozenset({"server"})
+
+    def victims(self) -> int:
+        return self.images
+
+    def run(self, view) -> AttackOutput:
+        z_shape = tuple(view.observed.shape[1:])
+        shadow = self._untrained_shadow(view, z_shape)
+        through = ThroughFrozenServer(shadow, view.server)
+        if any(p.requires_grad for p in shadow.parameters()):
+            train_classifier(through, view.aux_images, view.aux_labels(), view, epochs=self.epochs,
+                             description=f"shadow: {self.shadow_arch} encoder through the frozen server")
+        shadow.eval()
+        reconstructed = invert(shadow, view.observed, view.image_shape, view, iterations=self.iterations,
                                lr=self.lr, tv_weight=self.tv_weight, beta=2.0,
                                description="shadow: inverting the shadow encoder")
-        through = ThroughFrozenServer(shadow, protection.server)
-        shadow_accuracy = accuracy(apply(through, scenario.images("test"), ctx), scenario.labels("test"))
-        return reconstruction_result(scenario, originals, observed, reconstructed,
-                                     extra={"attack.shadow_accuracy": shadow_accuracy},
-                                     labels=scenario.labels("test")[index])
+        shadow_accuracy = accuracy(apply(through, view.aux_images, view), view.aux_labels())
+        return AttackOutput(reconstruction=reconstructed,
+                            diagnostics={"attack.shadow_accuracy": shadow_accuracy})
 
-    def _train_shadow(self, scenario, protection, z_shape, ctx) -> nn.Module:
+    def _untrained_shadow(self, view, z_shape) -> nn.Module:
         if self.shadow_arch == "same":
-            if protection.build_encoder is None:
-                raise NotApplicable("attack 'shadow' with shadow_arch=same needs the encoder's "
-                                    "architecture, and this defense's Protection has no "
-                                    "build_encoder; shadow_arch=different needs none")
-            shadow = protection.build_encoder()
-        else:
-            shadow = GenericShadow(scenario.image_shape, z_shape)
-        if not any(p.requires_grad for p in shadow.parameters()):
-            return shadow.eval()  # nothing to learn: the architecture alone is the encoder
-        model = ThroughFrozenServer(shadow, protection.server)
-        train_classifier(model, scenario.images("aux"), scenario.labels("aux"), ctx, epochs=self.epochs,
-                         description=f"shadow: {self.shadow_arch} encoder through the frozen server")
-        return model.shadow.eval()
+            return view.build_encoder()
+        return GenericShadow(view.image_shape, z_shape)
 
 
 @hookimpl

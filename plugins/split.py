@@ -43,153 +43,28 @@ Parameters and the paper's symbols:
 
 from __future__ import annotations
 
-import copy
-from collections import OrderedDict
 from dataclasses import dataclass
-from functools import partial
 from typing import ClassVar
 
-import torch
 from torch import nn
 
 from privbench import hookimpl
-from privbench.core import Defense, Protection
-from privbench.errors import PrivbenchError
-from privbench.models import classifier
-from privbench.params import param
-from privbench.training import seed_everything, train_classifier
+from privbench.api import (
+    LENET_LAYERS,
+    NOISES,
+    RESNET18_LAYERS,
+    Defense,
+    FeaturePerturbation,
+    Protection,
+    SplitEncoder,
+    check_known_layer,
+    classifier,
+    feature_size,
+    param,
+    split_model,
+    train_classifier,
+)
 
-LENET_LAYERS = ("normalize", "conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1",
-                "relu3", "fc2", "relu4", "fc3")
-RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")
-RESNET18_LAYERS = ("normalize", "conv1", "bn1", "relu", "layer1", "layer2", "layer3", "layer4",
-                   "avgpool", "flatten", "fc")
-NOISES = ("none", "gaussian", "laplace")
-
-
-# --- cutting a model into named stages ------------------------------------------------------------
-
-def resnet_stages(resnet: nn.Module) -> list[tuple[str, nn.Module]]:
-    """torchvision ResNet's forward as named stages, with the flatten it does inline made explicit.
-
-    privbench's small-image stem replaces ``maxpool`` by an identity; an identity stage is left out.
-    """
-    stages = [(name, getattr(resnet, name)) for name in RESNET_STAGES
-              if not isinstance(getattr(resnet, name), nn.Identity)]
-    return [*stages, ("flatten", nn.Flatten(1)), ("fc", resnet.fc)]
-
-
-def model_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
-    """The target model as an ordered list of (name, module) whose composition is the model.
-
-    lenet (and the MLP privbench uses on vectors) is a flat ``nn.Sequential``: its named children.
-    resnet18 is ``nn.Sequential(normalize, torchvision ResNet)``: the ResNet is expanded into its
-    stages (conv1, bn1, relu, layer1-4, avgpool, flatten, fc). The modules are the model's own (not
-    copies): copy the model first when the stages will be changed.
-    """
-    from torchvision.models import ResNet
-    if not isinstance(model, nn.Sequential):
-        raise PrivbenchError(f"cannot split a {type(model).__name__}: split needs an nn.Sequential "
-                             "target model (privbench's lenet or resnet18)")
-    stages: list[tuple[str, nn.Module]] = []
-    for name, child in model.named_children():
-        stages += resnet_stages(child) if isinstance(child, ResNet) else [(name, child)]
-    return stages
-
-
-def layer_names(model: nn.Module) -> list[str]:
-    return [name for name, _ in model_stages(model)]
-
-
-def check_known_layer(owner: str, layer: str) -> None:
-    """Fail early (before any training) on a layer that no built-in architecture has."""
-    if layer not in LENET_LAYERS and layer not in RESNET18_LAYERS:
-        raise PrivbenchError(f"defense '{owner}': unknown layer '{layer}'; accepted: lenet: "
-                             f"{', '.join(LENET_LAYERS)}; resnet18: {', '.join(RESNET18_LAYERS)}")
-
-
-def split_model(model: nn.Module, layer: str, arch: str = "the target model",
-                owner: str = "split") -> tuple[nn.Sequential, nn.Sequential]:
-    """Deep copies of (f_theta1, f_theta2): the stages up to and including ``layer``, and the rest.
-
-    An unknown layer is a one-line error listing the layers ``arch`` accepts, in model order.
-    """
-    stages = model_stages(copy.deepcopy(model))
-    names = [name for name, _ in stages]
-    if layer not in names:
-        raise PrivbenchError(f"defense '{owner}': unknown layer '{layer}' for {arch}; "
-                             f"accepted: {', '.join(names)}")
-    for _, module in stages:  # a server whose first stage is an in-place ReLU would overwrite v
-        if getattr(module, "inplace", False):
-            module.inplace = False
-    cut = names.index(layer) + 1
-    return nn.Sequential(OrderedDict(stages[:cut])), nn.Sequential(OrderedDict(stages[cut:]))
-
-
-# --- the perturbed client part --------------------------------------------------------------------
-
-def laplace_like(z: torch.Tensor, scale: float) -> torch.Tensor:
-    """Laplace(0, b = scale) noise shaped like ``z``, by the inverse CDF of a uniform draw."""
-    u = torch.rand_like(z).clamp(1e-7, 1 - 1e-7) - 0.5
-    return -scale * u.sign() * torch.log1p(-2 * u.abs())
-
-
-class FeaturePerturbation(nn.Module):
-    """v -> (v + eps) (*) M: He et al.'s feature noise and feature dropout, fresh on every call.
-
-    eps ~ N(0, sigma^2) or Laplace(0, b) i.i.d. per feature (``noise`` = gaussian / laplace,
-    ``scale`` = sigma / b); M ~ Bernoulli(1 - r) per feature with r = ``dropout``, no 1 / (1 - r)
-    rescaling (the paper's f(x) (*) M).
-    """
-
-    def __init__(self, noise: str = "none", scale: float = 0.0, dropout: float = 0.0) -> None:
-        super().__init__()
-        self.noise = noise
-        self.scale = scale
-        self.dropout = dropout
-
-    def forward(self, v: torch.Tensor) -> torch.Tensor:
-        if self.noise == "gaussian" and self.scale > 0:
-            v = v + self.scale * torch.randn_like(v)  # f(x) + eps, eps ~ N(0, sigma^2)
-        elif self.noise == "laplace" and self.scale > 0:
-            v = v + laplace_like(v, self.scale)  # f(x) + eps, eps ~ Laplace(0, b)
-        if self.dropout > 0:
-            keep = (torch.rand_like(v) >= self.dropout).to(v.dtype)  # M ~ Bernoulli(1 - r)
-            v = v * keep
-        return v
-
-    def extra_repr(self) -> str:
-        return f"noise={self.noise}, scale={self.scale}, dropout={self.dropout}"
-
-
-class SplitEncoder(nn.Module):
-    """The client part f_theta1 followed by its perturbation: x -> perturb(f_theta1(x))."""
-
-    def __init__(self, client: nn.Module, perturbation: nn.Module | None = None) -> None:
-        super().__init__()
-        self.client = client
-        self.perturbation = perturbation if perturbation is not None else FeaturePerturbation()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.perturbation(self.client(x))
-
-
-def untrained_encoder(arch: str, image_shape: tuple[int, int, int], classes: int, layer: str,
-                      noise: str = "none", scale: float = 0.0, dropout: float = 0.0) -> SplitEncoder:
-    """A freshly initialised client part of the same architecture (for query-free shadow attacks)."""
-    client, _ = split_model(classifier(arch, image_shape, classes), layer, arch)
-    return SplitEncoder(client, FeaturePerturbation(noise, scale, dropout))
-
-
-def feature_size(encoder: nn.Module, image_shape: tuple[int, ...]) -> int:
-    """How many values per image the client sends to the server (a dry run on one blank image)."""
-    parameter = next(encoder.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
-    with torch.no_grad():
-        return int(encoder.eval()(torch.zeros(1, *image_shape, device=device)).numel())
-
-
-# --- the defense ----------------------------------------------------------------------------------
 
 @dataclass
 class Split(Defense):
@@ -200,7 +75,8 @@ class Split(Defense):
                               "(lenet: " + ", ".join(LENET_LAYERS) + "; resnet18: "
                               + ", ".join(RESNET18_LAYERS) + "), optional noise or dropout on "
                               "the features (He et al.)")
-    gives: ClassVar[frozenset[str]] = frozenset({"query", "white-box", "architecture", "server"})
+    gives: ClassVar[frozenset[str]] = frozenset({"query", "white-box", "architecture", "server",
+                                                   "known-pairs"})
     withheld_reasons: ClassVar[dict[str, str]] = {
         "image-like": "defense 'split' sends intermediate features f1(x), not images shaped like "
                       "the input"}
@@ -226,22 +102,32 @@ class Split(Defense):
     def perturbation(self) -> FeaturePerturbation:
         return FeaturePerturbation(self.feature_noise, self.noise_scale, self.dropout)
 
-    def fit(self, scenario, ctx) -> Protection:
-        arch = scenario.source.arch
-        client, server = split_model(ctx.target_model(scenario), self.layer, arch)
+    def check_data(self, facts) -> str | None:
+        accepted = LENET_LAYERS if facts.arch == "lenet" else RESNET18_LAYERS
+        if self.layer not in accepted:
+            return (f"defense 'split': unknown layer '{self.layer}' for {facts.arch}; accepted: "
+                    + ", ".join(accepted))
+        return None
+
+    def build(self, facts) -> Protection:
+        """A freshly initialised model of the service's architecture, cut at ``layer``."""
+        model = classifier(facts.arch, facts.image_shape, facts.classes())
+        client, server = split_model(model, self.layer, facts.arch)
+        return Protection(encoder=SplitEncoder(client, self.perturbation()), server=server)
+
+    def fit(self, owner) -> Protection:
+        client, server = split_model(owner.target_model(), self.layer, owner.facts.arch)
         encoder = SplitEncoder(client, self.perturbation()).eval()
         if self.finetune_server:
-            server = self.finetuned(server, encoder, scenario, ctx)
-        build = partial(untrained_encoder, arch, scenario.image_shape, scenario.classes(),
-                        self.layer, self.feature_noise, self.noise_scale, self.dropout)
-        metrics = {"defense.feature_size": float(feature_size(encoder, scenario.image_shape))}
-        return Protection(encoder=encoder.cpu(), server=server.eval().cpu(), build_encoder=build,
-                          metrics=metrics)
+            server = self.finetuned(server, encoder, owner)
+        return Protection(encoder=encoder.cpu(), server=server.eval().cpu())
 
-    def finetuned(self, server: nn.Module, encoder: nn.Module, scenario, ctx) -> nn.Module:
+    def evaluate(self, protection, data) -> dict[str, float]:
+        return {"defense.feature_size": float(feature_size(protection.encoder, data.facts.image_shape))}
+
+    def finetuned(self, server: nn.Module, encoder: nn.Module, owner) -> nn.Module:
         """f_theta2 fine-tuned with cross-entropy on perturbed owner features, fresh each batch."""
-        seed_everything(ctx.seed)
-        return train_classifier(server, scenario.images("owner"), scenario.labels("owner"), ctx,
+        return train_classifier(server, owner.images, owner.labels(), owner,
                                 epochs=self.finetune_epochs, transform=encoder,
                                 description=f"split: server fine-tuning after {self.layer}")
 

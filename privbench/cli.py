@@ -38,8 +38,8 @@ def list_command(kind: str | None, fmt: str) -> None:
     registry = _registry()
     kinds = [kind[:-1]] if kind else ["dataset", "defense", "attack"]
     listing = {k + "s": [_describe(item) for item in registry.all(k)] for k in kinds}
-    if fmt == "json":
-        click.echo(json.dumps(listing, indent=2, default=str))
+    if fmt == "json":  # "problems": one line per plugin (or class) skipped while loading
+        click.echo(json.dumps({**listing, "problems": registry.problems}, indent=2, default=str))
         return
     from rich.table import Table
 
@@ -59,10 +59,13 @@ def list_command(kind: str | None, fmt: str) -> None:
             table.add_row(item["name"], item["summary"], item.get("access", ""), params,
                           f"{item['package']} {item['version']}")
         console.print(table)
+    for problem in registry.problems:  # after the listing; click.echo: one line each, never wrapped
+        click.echo(f"broken plugin: {problem}")
 
 
 def _describe(item) -> dict:
     """A registered plugin as JSON-able data for ``privbench list``."""
+    from privbench.scoring import PRIVACY_MAPPINGS
     cls = item.cls
     info = {"name": item.name, "summary": cls.summary, "package": item.package,
             "version": item.version, "parameters": [p.as_dict() for p in cls.parameters()]}
@@ -70,7 +73,8 @@ def _describe(item) -> dict:
         info["threat_model"] = cls.threat_model
         info["requires"] = sorted(cls.requires)
         info["access"] = f"{cls.threat_model}; needs " + ", ".join(sorted(cls.requires))
-        info["privacy_mapping"] = cls.privacy_mapping
+        info["produces"] = cls.produces
+        info["privacy_mapping"] = PRIVACY_MAPPINGS[cls.produces]
     elif item.kind == "defense":
         info["gives"] = sorted(cls.gives)
         info["access"] = "gives " + ", ".join(sorted(cls.gives))
@@ -142,13 +146,8 @@ def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, lea
                 executor) -> None:
     from pathlib import Path
 
-    from privbench.context import (
-        ArtifactCache,
-        RunContext,
-        default_cache_dir,
-        privbench_home,
-        resolve_device,
-    )
+    from privbench.artifacts import ArtifactCache
+    from privbench.context import RunContext, default_cache_dir, privbench_home, resolve_device
     from privbench.matrix import MatrixRunner, plan
     from privbench.progress import RichProgress
     from privbench.store import Store

@@ -1,9 +1,15 @@
-"""The core types: Defense -> Protection, Attack -> AttackResult, and the threat-model facts.
+"""The core types: Defense -> Protection, Attack -> AttackOutput, and the threat-model facts.
 
-A defense is fitted on a Scenario and returns a Protection: the ``encoder`` (what leaves the data
-owner), the ``server`` (what the untrusted party runs on the encoder's output) and the access an
-attacker can have to them. An attack declares the access it ``requires``; the matrix records a cell
-whose defense cannot give that access as ``not-applicable`` with the defense's reason.
+A defense is fitted on the data owner's data (``privbench.view.OwnerData``) and returns a
+Protection: the ``encoder`` (what leaves the data owner) and the ``server`` (what the untrusted party
+runs on the encoder's output). Which access an attacker can have to them is the defense's ``gives``.
+
+An attack declares its ``threat_model`` and the access it ``requires``. The harness builds the
+attack's view (``privbench.view.AttackView``) from those declarations and the defense's ``gives``;
+the attack returns what it produced (``AttackOutput``: reconstructions, predicted labels or a
+per-class statistic) and the harness scores that against the ground truth the attack never saw
+(``privbench.scoring``). A cell whose defense cannot give what the attack requires is recorded as
+``not-applicable`` with the defense's reason.
 """
 
 from __future__ import annotations
@@ -18,8 +24,7 @@ if TYPE_CHECKING:  # torch is imported lazily, only when a command runs plugins
     import torch
     from torch import nn
 
-    from privbench.context import RunContext
-    from privbench.datasets import Scenario
+    from privbench.view import AttackView, DataFacts, EvaluationData, OwnerData
 
 THREAT_MODELS = {
     "white-box": "the attacker has the encoder's parameters or secret key",
@@ -34,6 +39,7 @@ ACCESS = {
     "architecture": "the encoder's architecture, to build and train an untrained copy",
     "server": "the server model that runs on the protected data",
     "image-like": "protected data shaped like the input image (same channels, height, width)",
+    "known-pairs": "k (x, encoder(x)) pairs of images the data owner really sent",
 }
 
 
@@ -42,6 +48,10 @@ class Plugin:
 
     name: ClassVar[str]
     summary: ClassVar[str]
+    # Part of every cache and cell key built on this plugin: bump it when a code change makes
+    # earlier results or fitted artifacts of the same parameters wrong (the package version is
+    # part of the key too).
+    cache_version: ClassVar[str] = "1"
 
     @classmethod
     def parameters(cls) -> list[ParamInfo]:
@@ -55,6 +65,12 @@ class Plugin:
     def params(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    def check_data(self, facts: DataFacts) -> str | None:
+        """Why these parameters cannot work on this dataset's images (one line), or None.
+
+        Called before anything trains, e.g. a block larger than the image side."""
+        return None
+
     kind: ClassVar[str] = "plugin"
 
 
@@ -62,14 +78,22 @@ class Defense(Plugin):
     """A protection the data owner applies before data reaches the untrusted party.
 
     Subclasses are dataclasses; they set ``name``, ``summary`` and ``gives`` (the ACCESS facts an
-    attacker can have against this defense) and implement ``fit``.
+    attacker can have against this defense) and implement ``build`` and ``fit``:
+
+    - ``build(facts)``: the protection's modules, untrained (a fresh key, fresh weights) from the
+      global random state the harness seeded. The harness uses it to rebuild a cached protection
+      before loading its state dicts, and to give an attacker with ``architecture`` access a fresh
+      copy drawn from the attacker's own stream.
+    - ``fit(owner)``: the fitted protection, from the owner's data only (never the test split).
+    - ``evaluate(protection, data)`` (optional): ``defense.*`` metrics the harness measures on the
+      test images, e.g. DAPter's pixel entropy.
     """
 
     kind: ClassVar[str] = "defense"
     gives: ClassVar[frozenset[str]] = frozenset(ACCESS)
     withheld_reasons: ClassVar[dict[str, str]] = {}
     # Scheduling hints only. Whether fit() starts from the service's trained target model
-    # (ctx.target_model): parallel executors fit the defenses that do not while it trains.
+    # (owner.target_model()): parallel executors fit the defenses that do not while it trains.
     needs_target_model: ClassVar[bool] = True
     # Relative cost of fitting and running the encoder (1 = a fixed transform or a small network);
     # it scales the cost_hint of every attack on this defense.
@@ -82,8 +106,14 @@ class Defense(Plugin):
     def withheld_reason(self, fact: str) -> str:
         return self.withheld_reasons.get(fact, f"defense '{self.name}' does not give {ACCESS[fact]}")
 
-    def fit(self, scenario: Scenario, ctx: RunContext) -> Protection:  # pragma: no cover - abstract
+    def build(self, facts: DataFacts) -> Protection:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def fit(self, owner: OwnerData) -> Protection:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def evaluate(self, protection: Protection, data: EvaluationData) -> dict[str, float]:
+        return {}
 
 
 class Attack(Plugin):
@@ -92,37 +122,52 @@ class Attack(Plugin):
     kind: ClassVar[str] = "attack"
     threat_model: ClassVar[str] = "black-box"
     requires: ClassVar[frozenset[str]] = frozenset({"query"})
-    privacy_mapping: ClassVar[str] = ""
+    # What run() returns, which decides how the harness scores it and maps it onto privacy.score
+    # (privbench.scoring.PRIVACY_MAPPINGS): reconstruction, labels or class-statistic.
+    produces: ClassVar[str] = "reconstruction"
     # Relative run time on one dataset (1 = a quick fit), a scheduling hint only: parallel executors
     # start the longest cells first so that no long one is left for the end.
     cost_hint: ClassVar[float] = 1.0
 
     def missing_access(self, defense: Defense) -> str | None:
         """Why this attack cannot run against ``defense``, or None when it can."""
-        missing = sorted(self.requires - defense.access())
+        missing = sorted(self.granted_needs() - defense.access())
         if not missing:
             return None
         return (f"attack '{self.name}' needs {ACCESS[missing[0]]}; "
                 + defense.withheld_reason(missing[0]))
 
-    def unsupported(self, scenario: Scenario) -> str | None:
-        """Why this attack cannot run on ``scenario`` (e.g. too few classes), or None."""
+    def granted_needs(self) -> frozenset[str]:
+        """The access this configured attack needs (may depend on parameters); default ``requires``."""
+        return self.requires
+
+    def unsupported(self, facts: DataFacts) -> str | None:
+        """Why this attack cannot run on this scenario (e.g. too few classes), or None."""
         return None
 
-    def run(self, scenario: Scenario, protection: Protection,
-            ctx: RunContext) -> AttackResult:  # pragma: no cover - abstract
+    def victims(self) -> int:
+        """How many protected test images to attack (0: all). The harness picks them, one per
+        class first, and scores the attack on those only."""
+        return 0
+
+    def held_out_classes(self) -> int:
+        """Target-task classes the harness leaves out of the owner's training data for this cell
+        (class-membership tests); 0: none. The harness chooses which, and the attack never learns."""
+        return 0
+
+    def run(self, view: AttackView) -> AttackOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
 
 @dataclass
 class Protection:
-    """What a fitted defense hands over: the encoder, the server model and facts about them."""
+    """What a fitted defense hands over: the encoder and the server model.
+
+    Both are stored in the cache as state dicts and rebuilt through ``Defense.build``; neither is
+    ever handed to an attack: the harness gives a copy or an oracle, as the view allows."""
 
     encoder: nn.Module
     server: nn.Module
-    build_encoder: Any = None  # a callable giving an untrained encoder of the same architecture
-    metrics: dict[str, float] = field(default_factory=dict)  # defense.* facts, e.g. entropy
-    fit_s: float = 0.0
 
     def to(self, device: torch.device) -> Protection:
         self.encoder.to(device)
@@ -132,7 +177,7 @@ class Protection:
 
 @dataclass
 class Artifact:
-    """A file an attack produced, e.g. a PNG grid of originals and reconstructions."""
+    """A file an attack or the harness produced, e.g. a PNG grid of originals and reconstructions."""
 
     name: str
     media_type: str
@@ -140,8 +185,20 @@ class Artifact:
 
 
 @dataclass
-class AttackResult:
-    """The metrics (DESIGN.md vocabulary) and artifacts of one attack run."""
+class AttackOutput:
+    """What an attack produced; the harness scores it (privbench.scoring).
 
-    metrics: dict[str, float]
+    - ``reconstruction``: images in [0, 1], one per observed protected image, in the view's order;
+    - ``predictions``: task name -> predicted label of each observed protected image;
+    - ``class_statistic``: target-task class -> a statistic that is higher for classes the attacker
+      believes were in the owner's training data (class-membership);
+    - ``diagnostics``: further registered metrics the attack measured on its own data (e.g.
+      ``attack.shadow_accuracy``); they never count towards ``privacy.score``;
+    - ``artifacts``: files to keep with the cell.
+    """
+
+    reconstruction: torch.Tensor | None = None
+    predictions: dict[str, torch.Tensor] = field(default_factory=dict)
+    class_statistic: dict[int, float] | None = None
+    diagnostics: dict[str, float] = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)

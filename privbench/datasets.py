@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 from privbench.core import Plugin
 from privbench.errors import PrivbenchError, accepted
 from privbench.params import param
+from privbench.streams import Streams
 
 if TYPE_CHECKING:
     import torch
@@ -108,8 +109,16 @@ class DatasetSource(Plugin):
         return dataset
 
     def load_config(self) -> dict:
-        """What determines the loaded images: part of every cache key built on them."""
-        return {"dataset": self.name, "resize": self.resize, "limit": self.limit}
+        """What determines the data and everything trained on it: part of every cache key built
+        on it. By default every parameter of the source (so a parameter a subclass adds can never
+        be left out of the key) and its ``cache_version``."""
+        return {"dataset": self.name, "cache_version": self.cache_version, **self.params()}
+
+    def facts(self, image_shape: tuple[int, int, int], tasks: dict[str, LabelTask]):
+        """The public facts of this source's scenarios (privbench.view.DataFacts)."""
+        from privbench.view import DataFacts
+        return DataFacts(self.name, tuple(image_shape), {name: t.classes for name, t in tasks.items()},
+                         self.target_task, self.private_task, self.arch, self.target_epochs)
 
 
 def fixed_subset(total: int, count: int):
@@ -142,11 +151,24 @@ class Scenario:
 
     source: DatasetSource
     dataset: Dataset
-    seed: int
+    streams: Streams
     owner: torch.Tensor
     aux: torch.Tensor
     test: torch.Tensor
     held_out: tuple[int, ...] = ()
+    version: str = ""  # the dataset plugin's package and version: part of every cache key
+
+    @property
+    def seed(self) -> int:
+        return self.streams.seed
+
+    @property
+    def label(self) -> str:
+        return f"{self.source.name} (seed {self.seed})"
+
+    def facts(self):
+        """The public facts every party knows (privbench.view.DataFacts)."""
+        return self.source.facts(self.image_shape, self.dataset.tasks)
 
     @property
     def target_task(self) -> str:
@@ -171,20 +193,22 @@ class Scenario:
 
     def with_held_out(self, classes: tuple[int, ...]) -> Scenario:
         """The same scenario with the target-task ``classes`` removed from the owner split."""
-        return make_scenario(self.source, self.dataset, self.seed, tuple(sorted(classes)))
+        return make_scenario(self.source, self.dataset, self.seed, tuple(sorted(classes)),
+                             self.version)
 
     def cache_config(self) -> dict:
         """What determines this scenario's data: the key of artifacts trained on it."""
-        return {**self.source.load_config(), "seed": self.seed,
-                "owner_fraction": self.source.owner_fraction,
-                "aux_fraction": self.source.aux_fraction, "held_out": list(self.held_out)}
+        return {**self.source.load_config(), "dataset_version": self.version, "seed": self.seed,
+                "held_out": list(self.held_out)}
 
 
 def make_scenario(source: DatasetSource, dataset: Dataset, seed: int,
-                  held_out: tuple[int, ...] = ()) -> Scenario:
-    """Split ``dataset`` by ``seed`` into owner / aux / test (deterministic, disjoint)."""
+                  held_out: tuple[int, ...] = (), version: str = "") -> Scenario:
+    """Split ``dataset`` into owner / aux / test with the seed's ``split`` stream (deterministic,
+    disjoint); ``held_out`` target-task classes are then removed from the owner split."""
     import torch
-    generator = torch.Generator().manual_seed(seed)
+    streams = Streams.from_seed(seed)
+    generator = streams.generator("split")
     order = torch.randperm(len(dataset), generator=generator)
     n_owner = int(round(source.owner_fraction * len(dataset)))
     n_aux = int(round(source.aux_fraction * len(dataset)))
@@ -196,8 +220,8 @@ def make_scenario(source: DatasetSource, dataset: Dataset, seed: int,
     if min(len(owner), len(aux), len(test)) == 0:
         raise PrivbenchError(f"dataset '{source.name}' has {len(dataset)} images: too few to split "
                              "into owner, aux and test; raise limit or the split fractions")
-    return Scenario(source, dataset, seed, owner.sort().values, aux.sort().values,
-                    test.sort().values, tuple(held_out))
+    return Scenario(source, dataset, streams, owner.sort().values, aux.sort().values,
+                    test.sort().values, tuple(held_out), version)
 
 
 DIGIT_TASKS = (

@@ -1,12 +1,13 @@
 """Executors: where the jobs of a matrix run (``--executor local|process|ray``).
 
-All three run the same jobs (``privbench.worker``): per (dataset, seed) one job trains the target
-model and one job per defense fits it, and a defense's cells start only once it is fitted, so no
-cell repeats a fit. Every shared artifact (target model, fitted defense, the examiner's raw-image
-classifier, a defense refitted with classes held out) is built under a file lock in the cache:
-once, never twice at the same time; a job that needs one being built waits and then loads it.
-Parallel executors start earlier stages first and, among cells, the longest (``cost_hint``).
-Results come back to the calling process, which alone writes the store.
+All three run the same jobs (``privbench.schedule``) through the same harness
+(``privbench.harness``): per (dataset, seed) one job trains the target model and one job per defense
+fits it, and a defense's cells start only once it is fitted, so no cell repeats a fit. Every shared
+artifact (target model, fitted defense, the examiner's raw-image classifier, a defense refitted with
+classes held out) is built under a file lock in the cache: once, never twice at the same time; a job
+that needs one being built waits and then loads it. Parallel executors start earlier stages first
+and, among cells, the longest (``cost_hint``). Results come back to the calling process, which alone
+writes the store.
 
 - ``local``: the jobs run one after the other in this process, depth first (a defense's cells
   right after its fit), with the run's progress bars for every training loop.
@@ -28,16 +29,8 @@ from concurrent.futures.process import BrokenProcessPool
 
 from privbench.errors import PrivbenchError
 from privbench.forkserver import process_context
-from privbench.worker import (
-    STAGES,
-    CellWorker,
-    Job,
-    JobResult,
-    WorkerSettings,
-    failed_job,
-    run_job_in_this_process,
-    warm_up,
-)
+from privbench.harness import Harness, WorkerSettings, failed_job, run_job_in_this_process, warm_up
+from privbench.schedule import Job, JobResult, priority
 
 EXECUTORS = ("local", "process", "ray")
 
@@ -56,7 +49,7 @@ class LocalExecutor:
     name = "local"
     workers = 1
 
-    def __init__(self, worker: CellWorker) -> None:
+    def __init__(self, worker: Harness) -> None:
         self.worker = worker
         self.current: Job | None = None
         self.on_change: Callable[[], None] = lambda: None  # set by the caller: refresh progress
@@ -76,19 +69,6 @@ class LocalExecutor:
 
     def close(self) -> None:
         pass
-
-
-def priority(job: Job) -> tuple[int, float, float]:
-    """Which waiting job starts first: earlier stages (they unlock the most work); among defenses,
-    those that do not wait for the target model, then the costliest fits; among cells, the longest
-    (attack's cost_hint times the defense's), so that no long cell is left for the end."""
-    stage = STAGES.index(job.stage)
-    defense = job.cells[0].defense.instance
-    if job.stage == "defense":
-        return stage, float(defense.needs_target_model), -defense.cost_hint
-    if job.stage == "cell":
-        return stage, 0.0, -job.cells[0].attack.instance.cost_hint * defense.cost_hint
-    return stage, 0.0, 0.0
 
 
 class DispatchingExecutor:
@@ -231,7 +211,7 @@ class RayExecutor(DispatchingExecutor):
             self.ray.shutdown()
 
 
-def make_executor(name: str, worker: CellWorker, *, workers: int | None = None,
+def make_executor(name: str, worker: Harness, *, workers: int | None = None,
                   threads: int | None = None, ray_address: str | None = None):
     """The executor called ``name``; ``workers`` defaults to the machine's cores."""
     if name not in EXECUTORS:

@@ -23,11 +23,11 @@ LAZY_IMPORTS = ("torch._dynamo", "sklearn.datasets")
 
 
 def worker_modules() -> list[str]:
-    """What every worker imports: torch, privbench's worker and each plugin module (entry points),
+    """What every worker imports: torch, privbench's harness and each plugin module (entry points),
     and the modules its first job would import."""
     from importlib.metadata import entry_points
     plugins = sorted({point.module for point in entry_points(group="privbench")})
-    return ["torch", *LAZY_IMPORTS, "privbench.worker", "privbench.plugins", *plugins]
+    return ["torch", *LAZY_IMPORTS, "privbench.harness", "privbench.plugins", *plugins]
 
 
 def process_context(device: str = "cpu") -> multiprocessing.context.BaseContext:

@@ -14,14 +14,20 @@ hookimpl = pluggy.HookimplMarker("privbench")
 
 @hookspec
 def register_datasets(register):
-    """Call ``register(DatasetSpec)`` for each dataset this plugin provides."""
+    """Call ``register(DatasetClass)`` for each dataset (a ``privbench.api.DatasetSource`` subclass)."""
 
 
 @hookspec
 def register_defenses(register):
-    """Call ``register(DefenseClass)`` for each defense (a ``privbench.core.Defense`` subclass)."""
+    """Call ``register(DefenseClass)`` for each defense (a ``privbench.api.Defense`` subclass)."""
 
 
 @hookspec
 def register_attacks(register):
-    """Call ``register(AttackClass)`` for each attack (a ``privbench.core.Attack`` subclass)."""
+    """Call ``register(AttackClass)`` for each attack (a ``privbench.api.Attack`` subclass)."""
+
+
+@hookspec
+def register_metrics(register):
+    """Call ``register(MetricSpec)`` for each metric (``attack.*`` diagnostic or ``defense.*`` fact)
+    this plugin's attacks or defenses report (``privbench.api.MetricSpec``)."""

@@ -8,7 +8,6 @@ defense cannot give is stored as ``not-applicable`` with the reason.
 
 from __future__ import annotations
 
-import itertools
 import platform
 import sys
 import time
@@ -18,59 +17,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from privbench.context import RunContext, config_key
+from privbench.context import RunContext
 from privbench.errors import PrivbenchError
-from privbench.params import format_spec, parse_spec
+from privbench.params import parse_spec
 from privbench.plugins import Registry
+from privbench.schedule import MatrixConfig, first_jobs, next_jobs, plan
 from privbench.store import CellOutcome, Store
 
-DEFAULT_DATASET = "digits"
 CONFIG_KEYS = {"datasets", "dataset", "defenses", "defense", "attacks", "attack", "seeds", "device",
                "db", "cache_dir", "data_dir", "download", "executor", "workers", "threads",
                "ray_address", "leaderboard"}
-
-
-@dataclass(frozen=True)
-class PluginCall:
-    """A plugin with validated parameters: the thing a cell runs."""
-
-    kind: str
-    name: str
-    params: dict[str, Any]
-    spec: str  # name plus the parameters that differ from their defaults: the label in tables
-    instance: Any = field(compare=False, hash=False)
-
-
-@dataclass(frozen=True)
-class CellPlan:
-    dataset: PluginCall
-    defense: PluginCall
-    attack: PluginCall
-    seed: int
-
-    @property
-    def key(self) -> str:
-        return config_key({"dataset": [self.dataset.name, self.dataset.params],
-                           "defense": [self.defense.name, self.defense.params],
-                           "attack": [self.attack.name, self.attack.params], "seed": self.seed})
-
-    @property
-    def label(self) -> str:
-        return f"{self.dataset.spec} · {self.defense.spec} · {self.attack.spec} · seed {self.seed}"
-
-
-@dataclass
-class MatrixConfig:
-    """What to run: plugin entries as (name, raw params; a list value is a sweep) and seeds."""
-
-    datasets: list[tuple[str, dict]] = field(default_factory=list)
-    defenses: list[tuple[str, dict]] = field(default_factory=list)
-    attacks: list[tuple[str, dict]] = field(default_factory=list)
-    seeds: list[int] = field(default_factory=lambda: [0])
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"datasets": self.datasets, "defenses": self.defenses, "attacks": self.attacks,
-                "seeds": self.seeds}
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -122,35 +78,6 @@ def parse_seeds(value: str | Iterable[int]) -> list[int]:
     return list(dict.fromkeys(seeds))
 
 
-def expand(registry: Registry, kind: str, entries: list[tuple[str, dict]]) -> list[PluginCall]:
-    """Validate each entry and expand list values into one call per combination (a sweep)."""
-    calls: list[PluginCall] = []
-    for name, raw in entries:
-        cls = registry.get(kind, name).cls
-        sweep_keys = [k for k, v in raw.items() if isinstance(v, list)]
-        for combo in itertools.product(*(raw[k] for k in sweep_keys)):
-            instance = cls.from_params({**raw, **dict(zip(sweep_keys, combo, strict=True))})
-            params = instance.params()
-            defaults = {p.name: p.default for p in cls.parameters()}
-            changed = {k: v for k, v in params.items() if defaults.get(k) != v}
-            call = PluginCall(kind, name, params, format_spec(name, changed), instance)
-            if call not in calls:
-                calls.append(call)
-    return calls
-
-
-def plan(registry: Registry, config: MatrixConfig) -> list[CellPlan]:
-    """Every cell of the config, in run order (dataset, seed, defense, attack).
-
-    With nothing given: every registered defense x every registered attack on digits."""
-    datasets = expand(registry, "dataset", config.datasets or [(DEFAULT_DATASET, {})])
-    defenses = expand(registry, "defense",
-                      config.defenses or [(n, {}) for n in registry.names("defense")])
-    attacks = expand(registry, "attack", config.attacks or [(n, {}) for n in registry.names("attack")])
-    return [CellPlan(d, f, a, s) for d in datasets for s in config.seeds for f in defenses
-            for a in attacks]
-
-
 def versions(registry: Registry) -> dict[str, str]:
     """Versions of privbench, Python, torch and every plugin package, for the run record."""
     import torch
@@ -195,13 +122,13 @@ class MatrixRunner:
 
     def run(self, config: MatrixConfig) -> RunReport:
         from privbench.executors import make_executor
-        from privbench.worker import CellWorker
+        from privbench.harness import Harness
         started = time.perf_counter()
         cells = plan(self.registry, config)
         finished = self.store.finished_keys()
         pending = [cell for cell in cells if cell.key not in finished]
         options = self.executor_options if pending else {**self.executor_options, "name": "local"}
-        executor = make_executor(worker=CellWorker(self.ctx), **options)  # nothing to run: no pool
+        executor = make_executor(worker=Harness(self.ctx), **options)  # nothing to run: no pool
         run_id = self.store.start_run({"matrix": config.as_dict(), "argv": sys.argv,
                                        "executor": executor.name, "workers": executor.workers},
                                       versions(self.registry), platform.node())
@@ -242,28 +169,3 @@ class MatrixRunner:
             label = (f"{outcome.dataset_spec} · {outcome.defense_spec} · {outcome.attack_spec} · "
                      f"seed {outcome.seed}")
             self.ctx.progress.log(f"{outcome.status}: {label}: {outcome.reason}")
-
-
-def first_jobs(cells: list[CellPlan]) -> list:
-    """Per (dataset, seed), in plan order: a job that trains the target model, then one job per
-    defense. A defense job does not wait for the target model job: a defense that trains its own
-    server fits meanwhile, and one that needs the target model loads it (or waits on the cache's
-    lock while another worker trains it)."""
-    from privbench.worker import Job
-    scenarios: dict[tuple[str, int], dict[str, list[CellPlan]]] = {}
-    for cell in cells:
-        defenses = scenarios.setdefault((cell.dataset.spec, cell.seed), {})
-        defenses.setdefault(cell.defense.spec, []).append(cell)
-    jobs = []
-    for defenses in scenarios.values():
-        jobs.append(Job("scenario", tuple(c for group in defenses.values() for c in group)))
-        jobs += [Job("defense", tuple(group)) for group in defenses.values()]
-    return jobs
-
-
-def next_jobs(result) -> list:
-    """The jobs a finished job lets go on: a fitted defense -> one job per applicable cell."""
-    from privbench.worker import Job
-    if result.job.stage == "defense":
-        return [Job("cell", (cell,)) for cell in result.ready]
-    return []

@@ -8,6 +8,7 @@ A plugin class is a dataclass; each field is a parameter with a type, a default 
 from __future__ import annotations
 
 import dataclasses
+import math
 import typing
 from dataclasses import dataclass
 from typing import Any
@@ -19,9 +20,13 @@ FALSE_WORDS = {"false", "no", "off", "0"}
 
 
 def param(default: Any, help: str, *, choices: tuple | None = None, minimum: float | None = None,
-          maximum: float | None = None) -> Any:
-    """Declare a plugin parameter (a dataclass field) with its help text and accepted values."""
-    metadata = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum}
+          maximum: float | None = None, infinite: bool = False) -> Any:
+    """Declare a plugin parameter (a dataclass field) with its help text and accepted values.
+
+    A float parameter rejects NaN and infinities unless ``infinite`` says +inf is a meaningful
+    setting (e.g. a differential-privacy epsilon of inf: no noise)."""
+    metadata = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum,
+                "infinite": infinite}
     return dataclasses.field(default=default, metadata=metadata)
 
 
@@ -36,6 +41,7 @@ class ParamInfo:
     choices: tuple | None = None
     minimum: float | None = None
     maximum: float | None = None
+    infinite: bool = False
 
     def describe_accepted(self) -> str:
         if self.choices:
@@ -46,6 +52,8 @@ class ParamInfo:
             text += f" >= {self.minimum}"
         if self.maximum is not None:
             text += f" <= {self.maximum}"
+        if self.infinite:
+            text += " (or inf)"
         return text
 
     def as_dict(self) -> dict[str, Any]:
@@ -62,7 +70,8 @@ def parameters_of(cls: type) -> list[ParamInfo]:
             continue
         meta = f.metadata
         infos.append(ParamInfo(f.name, hints[f.name], f.default, meta.get("help", ""),
-                               meta.get("choices"), meta.get("minimum"), meta.get("maximum")))
+                               meta.get("choices"), meta.get("minimum"), meta.get("maximum"),
+                               meta.get("infinite", False)))
     return infos
 
 
@@ -104,6 +113,10 @@ def coerce_value(owner: str, info: ParamInfo, value: Any) -> Any:
             if isinstance(value, bool):
                 raise bad()
             converted = float(value)
+            if not math.isfinite(converted) and not (info.infinite and converted == math.inf):
+                raise PrivbenchError(
+                    f"{owner}: {info.name}={value} is not a finite number; "
+                    f"accepted: {info.describe_accepted()}")
         else:
             converted = info.type(value)
     except (TypeError, ValueError):

@@ -1,27 +1,20 @@
 """Training loops shared by the target model, defenses and attacks.
 
 Defaults follow He et al.'s code: Adam with amsgrad and eps 1e-3, learning rate 1e-3, batch 32.
-Every loop reports its epochs to the run's progress display.
+Every loop reports its epochs to the run's progress display. ``ctx`` is any object with
+``device``, ``progress`` and ``seed`` (an ``OwnerData``, an ``AttackView``, the harness's
+``TrainingContext``): the batch order comes from a generator seeded from that party's stream.
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 BATCH_SIZE = 32
 EVAL_BATCH_SIZE = 512
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and torch (CPU and CUDA) so a stage is reproducible."""
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
 
 
 def adam(parameters, lr: float = 1e-3) -> torch.optim.Optimizer:
@@ -69,18 +62,17 @@ def train_classifier(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
                description=description, **kwargs)
 
 
-def train_server_on_encoded(scenario, encoder: nn.Module, ctx, *, description: str,
-                            input_shape: tuple[int, int, int] | None = None) -> nn.Module:
-    """A fresh classifier of the scenario's architecture trained for ``target_epochs`` on the owner's
+def train_server_on_encoded(owner, encoder: nn.Module, *, description: str,
+                            input_shape: tuple[int, ...] | None = None) -> nn.Module:
+    """A fresh classifier of the service's architecture trained for ``target_epochs`` on the owner's
     images as ``encoder`` sends them (drawn afresh every batch): the server of a defense whose
-    service only ever sees protected data. ``input_shape``: the encoder's output shape when it
-    differs from the image's (e.g. padded)."""
+    service only ever sees protected data. ``owner`` is the defense's ``OwnerData``;
+    ``input_shape``: the encoder's output shape when it differs from the image's (e.g. padded)."""
     from privbench.models import classifier
-    seed_everything(ctx.seed)
-    server = classifier(scenario.source.arch, input_shape or scenario.image_shape, scenario.classes())
-    server = train_classifier(server, scenario.images("owner"), scenario.labels("owner"), ctx,
-                              epochs=scenario.source.target_epochs, transform=encoder,
-                              description=description)
+    facts = owner.facts
+    server = classifier(facts.arch, input_shape or facts.image_shape, facts.classes())
+    server = train_classifier(server, owner.images, owner.labels(), owner, epochs=facts.target_epochs,
+                              transform=encoder, description=description)
     return server.cpu()
 
 

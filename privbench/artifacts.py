@@ -1,0 +1,266 @@
+"""Every shared artifact of a run: its key, its builder, and how it is saved and loaded.
+
+The artifacts are the service's unprotected target model, the examiner (a classifier trained on
+the attacker's raw aux images), and each fitted defense (also refitted on a variant of the scenario
+with classes held out of the owner's data). Each is built once under a file lock, keyed by
+everything that determines it (the dataset's parameters, the seed, the plugin's parameters, its
+package version and ``cache_version``, privbench's ``ARTIFACT_RECIPE``), and stored as state dicts
+and plain tensors in a file read with ``torch.load(weights_only=True)``: a corrupt or foreign file is
+rebuilt, never executed. The module is rebuilt from its recorded recipe (the architecture, or the
+defense's ``build``) and then loads the state.
+
+A loaded artifact is immutable: the in-process memo holds its state, and every caller gets a fresh
+module built from it, so nothing a defense or an attack does to a module reaches another cell.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - Windows
+    fcntl = None
+
+from privbench.core import Protection
+from privbench.streams import seed_globals
+
+# Bump when a change to privbench's training code makes older cached artifacts wrong.
+ARTIFACT_RECIPE = 2
+
+
+def config_key(config: dict[str, Any]) -> str:
+    """A stable short hash of a JSON-able config."""
+    text = json.dumps(config, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive lock between processes on this machine (or on a shared filesystem with
+    working POSIX locks), held while one process builds a shared artifact."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as handle:
+        if fcntl is None:  # pragma: no cover - no POSIX locks (Windows): one process at a time
+            yield
+            return
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def preserved_rng() -> Iterator[None]:
+    """Restore Python's, NumPy's and torch's (CPU and CUDA) random states on exit: a cell gets the
+    same numbers whether it built a shared artifact or loaded it."""
+    import random
+
+    import numpy as np
+    states = (random.getstate(), np.random.get_state(), torch.get_rng_state(),
+              torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else None)
+    try:
+        yield
+    finally:
+        random.setstate(states[0])
+        np.random.set_state(states[1])
+        torch.set_rng_state(states[2])
+        if states[3] is not None:
+            torch.cuda.set_rng_state_all(states[3])
+
+
+class ArtifactCache:
+    """Artifact states (nested dicts of tensors and plain values) on disk, one file per
+    (kind, config), written atomically and read with ``weights_only=True``."""
+
+    def __init__(self, root: Path | str | None) -> None:
+        self.root = Path(root) if root is not None else None
+        self.loaded: dict[str, tuple[dict, float]] = {}  # in-process memo: read each file once
+
+    def path(self, kind: str, config: dict[str, Any]) -> Path | None:
+        if self.root is None:
+            return None
+        return self.root / kind / f"{config_key(config)}.pt"
+
+    def get_or_build(self, kind: str, config: dict[str, Any],
+                     build: Callable[[], dict]) -> tuple[dict, float]:
+        """The artifact's state and the seconds its build took (when it was first built)."""
+        config = {**config, "recipe": ARTIFACT_RECIPE}
+        memo_key = f"{kind}/{config_key(config)}"
+        if memo_key not in self.loaded:
+            self.loaded[memo_key] = self._load_or_build(kind, config, build)
+        return self.loaded[memo_key]
+
+    def _load_or_build(self, kind: str, config: dict[str, Any],
+                       build: Callable[[], dict]) -> tuple[dict, float]:
+        path = self.path(kind, config)
+        if path is None:
+            return self._build(build)
+        loaded = self._load(path, config)
+        if loaded is None:
+            with file_lock(path.with_suffix(".lock")):  # another process may be building it now
+                loaded = self._load(path, config)  # it finished while we waited: load it
+                if loaded is None:
+                    loaded = self._build(build)
+                    self._save(path, config, *loaded)
+        return loaded
+
+    @staticmethod
+    def _build(build: Callable[[], dict]) -> tuple[dict, float]:
+        with preserved_rng():
+            started = time.perf_counter()
+            state = build()
+            return state, time.perf_counter() - started
+
+    @staticmethod
+    def _load(path: Path, config: dict[str, Any]) -> tuple[dict, float] | None:
+        """The stored state, or None for a missing, corrupt, foreign or mismatched file (which is
+        removed so that it is rebuilt). ``weights_only=True`` never runs code from the file."""
+        if not path.exists():
+            return None
+        try:
+            record = torch.load(path, map_location="cpu", weights_only=True)
+            if record.get("config") != json.dumps(config, sort_keys=True, default=str):
+                raise ValueError("the file was written for another config")
+            return record["state"], float(record["build_s"])
+        except Exception:
+            path.unlink(missing_ok=True)
+            return None
+
+    @staticmethod
+    def _save(path: Path, config: dict[str, Any], state: dict, build_s: float) -> None:
+        """Write atomically: a reader sees the whole file or none."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        record = {"state": state, "build_s": build_s,
+                  "config": json.dumps(config, sort_keys=True, default=str)}
+        with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
+            torch.save(record, tmp)
+        os.replace(tmp.name, path)
+
+
+def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: value.detach().cpu().clone() for name, value in module.state_dict().items()}
+
+
+@dataclass(frozen=True)
+class TrainingContext:
+    """What privbench's training helpers need from a party: device, progress and its stream."""
+
+    device: torch.device
+    progress: Any
+    seed: int
+
+
+class SharedArtifacts:
+    """The target model, the examiners and the fitted defenses of one process, through the cache."""
+
+    def __init__(self, cache: ArtifactCache, device: torch.device, progress) -> None:
+        self.cache = cache
+        self.device = device
+        self.progress = progress
+
+    # -- the service's target model ---------------------------------------------------------------------
+
+    def target_config(self, scenario) -> dict[str, Any]:
+        return {**scenario.cache_config(), "task": scenario.target_task}
+
+    def target_model(self, scenario) -> nn.Module:
+        """A fresh copy of the unprotected classifier of the target task, trained on the owner's
+        data from the service's stream."""
+        state, _ = self.cache.get_or_build("target-model", self.target_config(scenario),
+                                           lambda: self._train_target(scenario))
+        return self._classifier(scenario, scenario.image_shape, scenario.classes(), state)
+
+    def _train_target(self, scenario) -> dict:
+        from privbench.training import train_classifier
+        seed = scenario.streams.service
+        seed_globals(seed)
+        model = self._classifier(scenario, scenario.image_shape, scenario.classes())
+        self.progress.log(f"training the target model ({scenario.source.arch}, "
+                          f"{scenario.source.target_epochs} epochs) on {scenario.label}")
+        train_classifier(model, scenario.images("owner"), scenario.labels("owner"),
+                         TrainingContext(self.device, self.progress, seed),
+                         epochs=scenario.source.target_epochs,
+                         description=f"target model ({scenario.source.arch})")
+        return cpu_state(model)
+
+    def _classifier(self, scenario, shape, classes: int, state: dict | None = None) -> nn.Module:
+        from privbench.models import classifier
+        model = classifier(scenario.source.arch, shape, classes)
+        if state is not None:
+            model.load_state_dict(state)
+        return model.to(self.device).eval()
+
+    # -- the examiner: a classifier of the attacker's raw aux images -----------------------------------
+
+    def raw_classifier(self, scenario, task: str, epochs: int) -> nn.Module:
+        """A classifier for ``task`` trained on the attacker's raw aux images from the attacker's
+        stream (Disguised-Nets' examiner, DAPter's auto-recognition model)."""
+        config = {**scenario.cache_config(), "task": task, "epochs": epochs, "split": "aux"}
+        state, _ = self.cache.get_or_build("raw-classifier", config,
+                                           lambda: self._train_raw(scenario, task, epochs))
+        return self._classifier(scenario, scenario.image_shape, scenario.classes(task), state)
+
+    def _train_raw(self, scenario, task: str, epochs: int) -> dict:
+        from privbench.training import train_classifier
+        seed = scenario.streams.attacker
+        seed_globals(seed)
+        model = self._classifier(scenario, scenario.image_shape, scenario.classes(task))
+        train_classifier(model, scenario.images("aux"), scenario.labels("aux", task),
+                         TrainingContext(self.device, self.progress, seed), epochs=epochs,
+                         description=f"examiner for {task} on raw aux images")
+        return cpu_state(model)
+
+    # -- fitted defenses ---------------------------------------------------------------------------------
+
+    @staticmethod
+    def protection_config(scenario, defense) -> dict[str, Any]:
+        """Everything that determines a fitted defense: its cache key."""
+        return {**scenario.cache_config(), "defense": defense.name, "params": defense.params,
+                "version": defense.version}
+
+    def protection(self, scenario, defense) -> tuple[Protection, float]:
+        """The defense fitted on the owner's data of ``scenario`` (a fresh copy) and its fit time."""
+        state, fit_s = self.cache.get_or_build("protection", self.protection_config(scenario, defense),
+                                               lambda: self._fit(scenario, defense))
+        return self.rebuild(scenario, defense, state), fit_s
+
+    def _fit(self, scenario, defense) -> dict:
+        from privbench.view import OwnerData
+        held_out = f", classes {list(scenario.held_out)} held out" if scenario.held_out else ""
+        self.progress.log(f"fitting {defense.spec} on {scenario.label}{held_out}")
+        seed = scenario.streams.defender
+        owner = OwnerData(scenario.facts(), scenario.images("owner"),
+                          {task: scenario.labels("owner", task) for task in scenario.dataset.tasks},
+                          device=self.device, progress=self.progress, seed=seed,
+                          target_model=lambda: self.target_model(scenario))
+        seed_globals(seed)
+        protection = defense.instance.fit(owner)
+        if not isinstance(protection, Protection):
+            raise TypeError(f"defense '{defense.name}': fit() returned {type(protection).__name__}, "
+                            "not a privbench.api.Protection")
+        return {"encoder": cpu_state(protection.encoder), "server": cpu_state(protection.server)}
+
+    def rebuild(self, scenario, defense, state: dict) -> Protection:
+        """The defense's modules from ``build`` with the stored state loaded (strict)."""
+        with preserved_rng():
+            seed_globals(scenario.streams.defender)
+            protection = defense.instance.build(scenario.facts())
+        protection.encoder.load_state_dict(state["encoder"])
+        protection.server.load_state_dict(state["server"])
+        protection.encoder.eval()
+        protection.server.eval()
+        return protection.to(self.device)

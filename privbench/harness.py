@@ -1,0 +1,329 @@
+"""The harness: runs the jobs of a matrix, builds each party's view, scores each attack.
+
+For one cell the harness
+1. splits the dataset with the seed's ``split`` stream (``privbench.datasets.make_scenario``);
+2. fits the defense on the owner's data only (``OwnerData``), seeded from the ``defender`` stream,
+   through the artifact cache (``privbench.artifacts``);
+3. measures utility: the server on the protected test images, beside the unprotected target model;
+4. picks the test images to attack and encodes them with the ``evaluation`` stream: what the
+   attacker observed;
+5. builds the attacker's view (``privbench.view.AttackView``) from the attack's ``requires`` and the
+   defense's ``gives``, seeds the ``attacker`` stream and runs the attack on that view alone;
+6. scores the attack's output against the ground truth it never saw (``privbench.scoring``).
+
+``Harness`` runs jobs in one process and keeps datasets, scenarios and fitted defenses between
+them; executors decide in which process each job runs.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from privbench.artifacts import ArtifactCache, SharedArtifacts, TrainingContext, config_key
+from privbench.context import RunContext, privbench_home
+from privbench.errors import NotApplicable, PrivbenchError
+from privbench.metrics import check_values
+from privbench.schedule import CellPlan, Job, JobResult, PluginCall
+from privbench.scoring import GroundTruth, one_per_class, score
+from privbench.store import CellOutcome, utcnow
+from privbench.streams import seed_globals
+from privbench.view import AttackView, EvaluationData, QueryOracle, frozen_copy, white_box_copy
+
+
+def outcome(cell: CellPlan, status: str, device: str, *, reason: str | None = None,
+            error: str | None = None, metrics: dict | None = None, artifacts: list | None = None,
+            started=None) -> CellOutcome:
+    """The record of one finished cell, as the store keeps it."""
+    return CellOutcome(
+        key=cell.key, dataset=cell.dataset.name, dataset_spec=cell.dataset.spec,
+        dataset_params=cell.dataset.params, defense=cell.defense.name,
+        defense_spec=cell.defense.spec, defense_params=cell.defense.params,
+        attack=cell.attack.name, attack_spec=cell.attack.spec, attack_params=cell.attack.params,
+        seed=cell.seed, threat_model=cell.attack.instance.threat_model, status=status,
+        started_at=started or utcnow(), finished_at=utcnow(), device=device, reason=reason,
+        error=error, metrics=metrics or {}, artifacts=artifacts or [])
+
+
+def failure_fields(error: BaseException) -> dict[str, str]:
+    """The one-line reason and the traceback of a failed cell."""
+    line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    reason = f"{type(error).__name__}: {line}" if line else type(error).__name__
+    return {"reason": reason, "error": "".join(traceback.format_exception(error))}
+
+
+def failed_job(job: Job, error: BaseException, device: str) -> JobResult:
+    """Every cell of ``job`` failed with ``error`` (e.g. its worker process died). A scenario job
+    settles no cell: its defense jobs meet the failure themselves and record it."""
+    if job.stage == "scenario":
+        return JobResult(job)
+    return JobResult(job, [outcome(c, "failed", device, **failure_fields(error)) for c in job.cells])
+
+
+def victim_index(labels: torch.Tensor, count: int) -> torch.Tensor:
+    """The test images an attack is scored on: all, or ``count`` covering every class first."""
+    if count <= 0 or count >= len(labels):
+        return torch.arange(len(labels))
+    return one_per_class(labels, count)
+
+
+class Harness:
+    """Runs jobs in one process; datasets, scenarios and fitted defenses are kept between jobs."""
+
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+        self.artifacts = SharedArtifacts(ctx.cache, ctx.device, ctx.progress)
+        self.datasets: dict[str, Any] = {}
+        self.scenarios: dict[tuple[str, int], Any] = {}
+        self.protections: dict[str, tuple[Any, float]] = {}  # protection key -> (Protection, fit_s)
+        self.utilities: dict[str, dict[str, float]] = {}  # protection key -> utility and costs
+
+    @property
+    def device(self) -> str:
+        return str(self.ctx.device)
+
+    def do(self, job: Job) -> JobResult:
+        stage = {"scenario": self.prepare_scenario, "defense": self.prepare_defense,
+                 "cell": self.run_cell}[job.stage]
+        return stage(job)
+
+    # -- stages -------------------------------------------------------------------------------------
+
+    def prepare_scenario(self, job: Job) -> JobResult:
+        """Load and split the data and train the target model, the shared artifact of every defense.
+
+        Settles nothing: on a failure (e.g. a dataset not on disk) each defense job meets the same
+        error and records it for its cells."""
+        first = job.cells[0]
+        try:
+            self.artifacts.target_model(self.scenario(first.dataset, first.seed))
+        except Exception:
+            pass
+        return JobResult(job)
+
+    def prepare_defense(self, job: Job) -> JobResult:
+        """Settle the not-applicable cells, fit the defense once for the others."""
+        first = job.cells[0]
+        result = JobResult(job)
+        try:
+            scenario = self.scenario(first.dataset, first.seed)
+        except Exception as error:
+            return failed_job(job, error, self.device)
+        facts = scenario.facts()
+        for cell in job.cells:
+            attack = cell.attack.instance
+            reason = attack.missing_access(cell.defense.instance) or attack.unsupported(facts)
+            if reason:
+                result.settled.append(outcome(cell, "not-applicable", self.device, reason=reason))
+            else:
+                result.ready.append(cell)
+        if result.ready:
+            try:
+                self.protection(scenario, first.defense)
+            except Exception as error:
+                result.settled += [outcome(c, "failed", self.device, **failure_fields(error))
+                                   for c in result.ready]
+                result.ready = []
+        return result
+
+    def run_cell(self, job: Job) -> JobResult:
+        """Run one attack on its view and score it."""
+        (cell,) = job.cells
+        started = utcnow()
+        try:
+            scenario = self.scenario(cell.dataset, cell.seed)
+            utility = self.utility(scenario, cell.defense)
+            metrics, artifacts = self.attack(scenario, cell)
+        except NotApplicable as found_late:
+            return JobResult(job, [outcome(cell, "not-applicable", self.device,
+                                           reason=str(found_late), started=started)])
+        except Exception as error:
+            return JobResult(job, [outcome(cell, "failed", self.device, started=started,
+                                           **failure_fields(error))])
+        return JobResult(job, [outcome(cell, "done", self.device, metrics={**utility, **metrics},
+                                       artifacts=artifacts, started=started)])
+
+    # -- the data and the defense --------------------------------------------------------------------
+
+    def scenario(self, dataset: PluginCall, seed: int):
+        """The (dataset, seed) split into owner / aux / test; the data is loaded once per process."""
+        from privbench.datasets import make_scenario
+        source = dataset.instance
+        load_key = config_key({**source.load_config(), "version": dataset.version})
+        if (dataset.spec, seed) not in self.scenarios:
+            if load_key not in self.datasets:
+                self.datasets[load_key] = source.load(self.ctx)
+            self.scenarios[(dataset.spec, seed)] = make_scenario(
+                source, self.datasets[load_key], seed, version=dataset.version)
+        return self.scenarios[(dataset.spec, seed)]
+
+    def protection(self, scenario, defense: PluginCall):
+        """The fitted defense and its fit time, loaded (or fitted) once per process."""
+        key = config_key(self.artifacts.protection_config(scenario, defense))
+        if key not in self.protections:
+            self.protections[key] = self.artifacts.protection(scenario, defense)
+        return self.protections[key]
+
+    def training(self, seed: int) -> TrainingContext:
+        return TrainingContext(self.ctx.device, self.ctx.progress, seed)
+
+    def utility(self, scenario, defense: PluginCall) -> dict[str, float]:
+        """The service's accuracy through the protection, its drop from the baseline, the costs and
+        the defense's own metrics on the test split; once per process and fitted defense."""
+        from privbench.training import accuracy, apply
+        key = config_key(self.artifacts.protection_config(scenario, defense))
+        if key in self.utilities:
+            return self.utilities[key]
+        protection, fit_s = self.protection(scenario, defense)
+        test, labels = scenario.images("test"), scenario.labels("test")
+        evaluation = self.training(scenario.streams.evaluation)
+        baseline = accuracy(apply(self.artifacts.target_model(scenario), test, evaluation), labels)
+        seed_globals(scenario.streams.evaluation)
+        started = time.perf_counter()
+        encoded = apply(protection.encoder, test, evaluation)
+        encode_ms = 1000 * (time.perf_counter() - started) / len(test)
+        utility = accuracy(apply(protection.server, encoded, evaluation), labels)
+        metrics = {"utility.accuracy": utility, "utility.baseline_accuracy": baseline,
+                   "utility.drop": baseline - utility, "cost.fit_s": fit_s,
+                   "cost.encode_ms_per_image": encode_ms, **self.defense_metrics(scenario, defense)}
+        self.utilities[key] = metrics
+        return metrics
+
+    def defense_metrics(self, scenario, defense: PluginCall) -> dict[str, float]:
+        """The defense's ``evaluate`` metrics on the test split (they must be ``defense.*``)."""
+        protection, _ = self.artifacts.protection(scenario, defense)  # a copy it cannot spoil
+        data = EvaluationData(scenario.facts(), scenario.images("test"),
+                              {task: scenario.labels("test", task) for task in scenario.dataset.tasks},
+                              device=self.ctx.device, progress=self.ctx.progress,
+                              seed=scenario.streams.evaluation)
+        seed_globals(scenario.streams.evaluation)
+        metrics = defense.instance.evaluate(protection, data) or {}
+        wrong = [name for name in metrics if not name.startswith("defense.")]
+        if wrong:
+            raise PrivbenchError(f"defense '{defense.name}': evaluate() returned '{wrong[0]}'; a "
+                                 "defense reports defense.* metrics only")
+        return check_values(metrics, f"defense '{defense.name}'")
+
+    # -- the attack ------------------------------------------------------------------------------------
+
+    def held_out_variant(self, scenario, attack):
+        """The scenario the attack runs against: the same one, or (for class-membership) one whose
+        owner split lacks target-task classes chosen by the evaluation stream."""
+        count = attack.held_out_classes()
+        if not count:
+            return scenario
+        order = torch.randperm(scenario.classes(), generator=scenario.streams.generator("evaluation"))
+        return scenario.with_held_out(tuple(sorted(order[:count].tolist())))
+
+    def attack(self, scenario, cell: CellPlan) -> tuple[dict[str, float], list]:
+        from privbench.training import apply
+        attack = cell.attack.instance
+        variant = self.held_out_variant(scenario, attack)
+        protection, _ = self.protection(variant, cell.defense)
+        tasks = {scenario.target_task, scenario.private_task}
+        test_labels = {task: scenario.labels("test", task) for task in tasks}
+        index = victim_index(test_labels[scenario.target_task], attack.victims())
+        originals = scenario.images("test")[index]
+        seed_globals(scenario.streams.evaluation)
+        observed = apply(protection.encoder, originals, self.training(scenario.streams.evaluation))
+        view = self.attack_view(variant, scenario, cell, protection, observed)
+        seed_globals(scenario.streams.attacker)
+        started = time.perf_counter()
+        output = attack.run(view)
+        attack_s = time.perf_counter() - started
+        aux_labels = {task: scenario.labels("aux", task) for task in tasks}
+        truth = GroundTruth(originals=originals, labels={t: v[index] for t, v in test_labels.items()},
+                            target_task=scenario.target_task, private_task=scenario.private_task,
+                            classes=scenario.classes(),
+                            aux_mean=scenario.images("aux").mean(0, keepdim=True),
+                            aux_majority={t: int(v.bincount().argmax()) for t, v in aux_labels.items()},
+                            held_out=variant.held_out)
+        metrics, artifacts = score(output, truth, cell.attack.name, attack.produces, observed)
+        metrics["cost.attack_s"] = attack_s
+        if "query" in view.granted:
+            metrics["attack.queries"] = float(view.queries)
+        return metrics, artifacts
+
+    def attack_view(self, variant, scenario, cell: CellPlan, protection, observed) -> AttackView:
+        """The attacker's view: what its threat model grants, and nothing else."""
+        from privbench.training import apply
+        granted = cell.attack.instance.granted_needs()
+        tasks = {scenario.target_task, scenario.private_task}
+        attacker = self.training(scenario.streams.attacker)
+
+        def encode(images):
+            return apply(protection.encoder, images, attacker)
+
+        def build_encoder(generator: torch.Generator):
+            seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return cell.defense.instance.build(scenario.facts()).encoder
+
+        def known_pairs(k: int, generator: torch.Generator):
+            owner = variant.images("owner")
+            chosen = owner[torch.randperm(len(owner), generator=generator)[:k]]
+            return chosen.clone(), encode(chosen)
+
+        return AttackView(
+            attack=cell.attack.name, granted=granted, facts=scenario.facts(), observed=observed,
+            aux_images=scenario.images("aux"),
+            aux_labels={task: scenario.labels("aux", task) for task in tasks},
+            device=self.ctx.device, progress=self.ctx.progress, seed=scenario.streams.attacker,
+            oracle=QueryOracle(encode) if "query" in granted else None,
+            encoder=white_box_copy(protection.encoder) if "white-box" in granted else None,
+            server=frozen_copy(protection.server) if "server" in granted else None,
+            build_encoder=build_encoder if "architecture" in granted else None,
+            known_pairs=known_pairs if "known-pairs" in granted else None,
+            raw_classifier=lambda task, epochs: self.artifacts.raw_classifier(scenario, task, epochs))
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """How a worker process builds its RunContext (picklable: sent to every worker)."""
+
+    device: str = "cpu"
+    cache_dir: str | None = None
+    data_dir: str | None = None
+    download: bool = False
+    threads: int | None = None  # torch intra-op threads in each worker; None keeps torch's default
+
+    def context(self) -> RunContext:
+        from pathlib import Path
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        return RunContext(device=torch.device(self.device), cache=ArtifactCache(self.cache_dir),
+                          data_dir=Path(self.data_dir) if self.data_dir else privbench_home() / "data",
+                          download=self.download)
+
+    @classmethod
+    def of(cls, ctx: RunContext, threads: int | None) -> WorkerSettings:
+        root = ctx.cache.root
+        return cls(device=str(ctx.device), cache_dir=str(root) if root else None,
+                   data_dir=str(ctx.data_dir), download=ctx.download, threads=threads)
+
+
+_PROCESS_HARNESS: dict[WorkerSettings, Harness] = {}
+
+
+def harness_for(settings: WorkerSettings) -> Harness:
+    """This process's Harness for ``settings`` (created once, then reused by every job)."""
+    if settings not in _PROCESS_HARNESS:
+        _PROCESS_HARNESS[settings] = Harness(settings.context())
+    return _PROCESS_HARNESS[settings]
+
+
+def warm_up(settings: WorkerSettings) -> None:
+    """Import torch and every plugin module before the first job arrives (pool initializer)."""
+    from privbench.plugins import load_registry
+    load_registry()
+    harness_for(settings)
+
+
+def run_job_in_this_process(settings: WorkerSettings, job: Job) -> JobResult:
+    """Entry point of a worker process (pool or Ray task)."""
+    return harness_for(settings).do(job)

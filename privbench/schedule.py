@@ -1,0 +1,172 @@
+"""The plan of a matrix: its cells, the stages a cell passes through, the jobs, their order.
+
+A **cell** is (dataset + scenario options, defense + params, attack + params, seed). A cell passes
+through three **stages**, each a **job** that serves one or more cells:
+
+1. ``scenario``: per (dataset, seed), load and split the data and train the service's target model
+   (a shared artifact; every defense that starts from it loads it);
+2. ``defense``: per (dataset, seed, defense), settle the cells whose attack is not applicable and
+   fit the defense once for the others (a shared artifact);
+3. ``cell``: per cell, run the attack on its view and score it.
+
+A job's result settles some cells (done, not-applicable, failed) and lets others go on
+(``next_jobs``). A defense job does not wait for the scenario job: a defense that trains its own
+server fits meanwhile, and one that needs the target model waits on the cache's lock while another
+worker trains it. Parallel executors start the most urgent waiting job first (``priority``).
+Executors (``privbench.executors``) only decide where and when a job runs; the harness
+(``privbench.harness``) does the work.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from privbench.artifacts import config_key
+from privbench.errors import PrivbenchError
+from privbench.params import format_spec
+from privbench.plugins import Registry
+from privbench.store import CellOutcome
+
+STAGES = ("scenario", "defense", "cell")  # also the dispatch order of parallel executors
+DEFAULT_DATASET = "digits"
+
+
+@dataclass(frozen=True)
+class PluginCall:
+    """A plugin with validated parameters: the thing a cell runs."""
+
+    kind: str
+    name: str
+    params: dict[str, Any]
+    spec: str  # name plus the parameters that differ from their defaults: the label in tables
+    instance: Any = field(compare=False, hash=False)
+    version: str = ""  # package, version and cache_version: part of every key built on the plugin
+
+
+@dataclass(frozen=True)
+class CellPlan:
+    dataset: PluginCall
+    defense: PluginCall
+    attack: PluginCall
+    seed: int
+
+    @property
+    def key(self) -> str:
+        return config_key({"dataset": [self.dataset.name, self.dataset.params, self.dataset.version],
+                           "defense": [self.defense.name, self.defense.params, self.defense.version],
+                           "attack": [self.attack.name, self.attack.params, self.attack.version],
+                           "seed": self.seed})
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset.spec} · {self.defense.spec} · {self.attack.spec} · seed {self.seed}"
+
+
+@dataclass
+class MatrixConfig:
+    """What to run: plugin entries as (name, raw params; a list value is a sweep) and seeds."""
+
+    datasets: list[tuple[str, dict]] = field(default_factory=list)
+    defenses: list[tuple[str, dict]] = field(default_factory=list)
+    attacks: list[tuple[str, dict]] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=lambda: [0])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"datasets": self.datasets, "defenses": self.defenses, "attacks": self.attacks,
+                "seeds": self.seeds}
+
+
+def expand(registry: Registry, kind: str, entries: list[tuple[str, dict]]) -> list[PluginCall]:
+    """Validate each entry and expand list values into one call per combination (a sweep)."""
+    calls: list[PluginCall] = []
+    for name, raw in entries:
+        item = registry.get(kind, name)
+        cls = item.cls
+        sweep_keys = [k for k, v in raw.items() if isinstance(v, list)]
+        for combo in itertools.product(*(raw[k] for k in sweep_keys)):
+            instance = cls.from_params({**raw, **dict(zip(sweep_keys, combo, strict=True))})
+            params = instance.params()
+            defaults = {p.name: p.default for p in cls.parameters()}
+            changed = {k: v for k, v in params.items() if defaults.get(k) != v}
+            version = f"{item.package} {item.version} cache {cls.cache_version}"
+            call = PluginCall(kind, name, params, format_spec(name, changed), instance, version)
+            if call not in calls:
+                calls.append(call)
+    return calls
+
+
+def plan(registry: Registry, config: MatrixConfig) -> list[CellPlan]:
+    """Every cell of the config, in run order (dataset, seed, defense, attack).
+
+    With nothing given: every registered defense x every registered attack on digits."""
+    datasets = expand(registry, "dataset", config.datasets or [(DEFAULT_DATASET, {})])
+    defenses = expand(registry, "defense",
+                      config.defenses or [(n, {}) for n in registry.names("defense")])
+    attacks = expand(registry, "attack", config.attacks or [(n, {}) for n in registry.names("attack")])
+    if not config.seeds:
+        raise PrivbenchError("no seeds given; accepted: integers separated by commas, e.g. 0,1,2")
+    return [CellPlan(d, f, a, s) for d in datasets for s in config.seeds for f in defenses
+            for a in attacks]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One unit of work: a stage and the cells it serves (all of a scenario, one defense's, one)."""
+
+    stage: str
+    cells: tuple[CellPlan, ...]
+
+    @property
+    def label(self) -> str:
+        first = self.cells[0]
+        if self.stage == "scenario":
+            return f"{first.dataset.spec} · seed {first.seed}"
+        if self.stage == "defense":
+            return f"{first.dataset.spec} · {first.defense.spec} · seed {first.seed}"
+        return first.label
+
+
+@dataclass
+class JobResult:
+    """The cells a job settled (to store) and the cells ready for the next stage."""
+
+    job: Job
+    settled: list[CellOutcome] = field(default_factory=list)
+    ready: list[CellPlan] = field(default_factory=list)
+
+
+def first_jobs(cells: Iterable[CellPlan]) -> list[Job]:
+    """Per (dataset, seed), in plan order: a job that trains the target model, then one job per
+    defense."""
+    scenarios: dict[tuple[str, int], dict[str, list[CellPlan]]] = {}
+    for cell in cells:
+        defenses = scenarios.setdefault((cell.dataset.spec, cell.seed), {})
+        defenses.setdefault(cell.defense.spec, []).append(cell)
+    jobs = []
+    for defenses in scenarios.values():
+        jobs.append(Job("scenario", tuple(c for group in defenses.values() for c in group)))
+        jobs += [Job("defense", tuple(group)) for group in defenses.values()]
+    return jobs
+
+
+def next_jobs(result: JobResult) -> list[Job]:
+    """The jobs a finished job lets go on: a fitted defense -> one job per applicable cell."""
+    if result.job.stage == "defense":
+        return [Job("cell", (cell,)) for cell in result.ready]
+    return []
+
+
+def priority(job: Job) -> tuple[int, float, float]:
+    """Which waiting job starts first: earlier stages (they unlock the most work); among defenses,
+    those that do not wait for the target model, then the costliest fits; among cells, the longest
+    (attack's cost_hint times the defense's), so that no long cell is left for the end."""
+    stage = STAGES.index(job.stage)
+    defense = job.cells[0].defense.instance
+    if job.stage == "defense":
+        return stage, float(defense.needs_target_model), -defense.cost_hint
+    if job.stage == "cell":
+        return stage, 0.0, -job.cells[0].attack.instance.cost_hint * defense.cost_hint
+    return stage, 0.0, 0.0
