@@ -16,12 +16,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from privbench import hookimpl
 from privbench.api import (
     Attack,
     AttackOutput,
     apply,
     feature_classifier,
+    hookimpl,
     param,
     train_classifier,
 )

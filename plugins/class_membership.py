@@ -29,11 +29,11 @@ from typing import ClassVar
 
 import torch
 
-from privbench import hookimpl
 from privbench.api import (
     Attack,
     AttackOutput,
     apply,
+    hookimpl,
     param,
 )
 

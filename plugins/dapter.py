@@ -56,7 +56,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from privbench import hookimpl
 from privbench.api import (
     EVAL_BATCH_SIZE,
     Defense,
@@ -65,6 +64,7 @@ from privbench.api import (
     batches,
     classifier,
     fit,
+    hookimpl,
     param,
 )
 

@@ -57,11 +57,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from privbench import hookimpl
 from privbench.api import (
     Defense,
     Protection,
     classifier,
+    hookimpl,
     param,
     train_server_on_encoded,
 )

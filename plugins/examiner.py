@@ -22,11 +22,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from privbench import hookimpl
 from privbench.api import (
     Attack,
     AttackOutput,
     apply,
+    hookimpl,
     param,
 )
 

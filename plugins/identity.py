@@ -11,11 +11,11 @@ from typing import ClassVar
 
 from torch import nn
 
-from privbench import hookimpl
 from privbench.api import (
     Defense,
     Protection,
     classifier,
+    hookimpl,
 )
 
 

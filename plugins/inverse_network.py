@@ -21,12 +21,12 @@ from typing import ClassVar
 
 import torch
 
-from privbench import hookimpl
 from privbench.api import (
     Attack,
     AttackOutput,
     Decoder,
     apply,
+    hookimpl,
     param,
     train_decoder,
 )

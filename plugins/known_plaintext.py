@@ -33,11 +33,11 @@ from typing import ClassVar
 
 import torch
 
-from privbench import hookimpl
 from privbench.api import (
     Attack,
     AttackOutput,
     NotApplicable,
+    hookimpl,
     param,
 )
 

@@ -20,11 +20,11 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from privbench import hookimpl
 from privbench.api import (
     Defense,
     Protection,
     classifier,
+    hookimpl,
     param,
     train_server_on_encoded,
 )

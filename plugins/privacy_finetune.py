@@ -66,7 +66,6 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from privbench import hookimpl
 from privbench.api import (
     LENET_LAYERS,
     Defense,
@@ -78,6 +77,7 @@ from privbench.api import (
     classifier,
     feature_size,
     fit,
+    hookimpl,
     param,
     split_model,
 )

@@ -27,10 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from privbench import hookimpl
 from privbench.api import (
     Attack,
     AttackOutput,
+    hookimpl,
     invert,
     param,
 )

@@ -27,12 +27,12 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from privbench import hookimpl
 from privbench.api import (
     Attack,
     AttackOutput,
     accuracy,
     apply,
+    hookimpl,
     invert,
     param,
     train_classifier,

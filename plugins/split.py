@@ -48,7 +48,6 @@ from typing import ClassVar
 
 from torch import nn
 
-from privbench import hookimpl
 from privbench.api import (
     LENET_LAYERS,
     NOISES,
@@ -60,6 +59,7 @@ from privbench.api import (
     check_known_layer,
     classifier,
     feature_size,
+    hookimpl,
     param,
     split_model,
     train_classifier,

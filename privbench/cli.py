@@ -113,8 +113,10 @@ def _describe(item) -> dict:
 @click.option("--ray-address", default=None, help="Address of a running Ray cluster.  [default: start a local one]")
 @click.option("--leaderboard", "leaderboard_dir", default=None, type=click.Path(file_okay=False),
               help="Render the leaderboard of the whole store into DIR at the end of the run.")
+@click.option("--fail-fast", is_flag=True,
+              help="Stop at the first failed cell and print its traceback (for plugin development).")
 def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_dir, data_dir,
-           download, quiet, executor, workers, threads, ray_address, leaderboard_dir) -> None:
+           download, quiet, executor, workers, threads, ray_address, leaderboard_dir, fail_fast) -> None:
     """Run the defense x attack matrix and store every cell."""
     if executor == "process" and not str(device).startswith("cuda"):
         # before this process imports torch: the workers' fork server imports it meanwhile
@@ -139,7 +141,8 @@ def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_di
                 executor={"executor": pick(executor, "executor", "local"),
                           "workers": pick(workers, "workers", None),
                           "threads": pick(threads, "threads", None),
-                          "ray_address": pick(ray_address, "ray_address", None)})
+                          "ray_address": pick(ray_address, "ray_address", None),
+                          "fail_fast": fail_fast})
 
 
 def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, leaderboard_dir,
@@ -148,7 +151,7 @@ def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, lea
 
     from privbench.artifacts import ArtifactCache
     from privbench.context import RunContext, default_cache_dir, privbench_home, resolve_device
-    from privbench.matrix import MatrixRunner, plan
+    from privbench.matrix import FailFast, MatrixRunner, plan
     from privbench.progress import RichProgress
     from privbench.store import Store
     registry = _registry()
@@ -168,6 +171,14 @@ def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, lea
             click.echo("interrupted: every finished cell is kept in the store; "
                        "rerun the same command to go on", err=True)
             sys.exit(130)
+        except FailFast as stop:
+            progress.progress.stop()
+            failed = stop.outcome
+            click.echo((failed.error or "").rstrip(), err=True)
+            click.echo(f"failed (--fail-fast): {failed.dataset_spec} · {failed.defense_spec} · "
+                       f"{failed.attack_spec} · seed {failed.seed}: {failed.reason}; the run stopped "
+                       "there, every finished cell is kept in the store", err=True)
+            sys.exit(1)
     from privbench.store import summarize
     _print_table(console, summarize(store.cells(report.keys)))
     console.print(f"{report.planned} cells: {report.skipped} already finished, "
@@ -247,11 +258,16 @@ def _mean_std(stat: dict | None, digits: int = 3) -> str:
               help="SQLAlchemy URL or SQLite path.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--cells", "per_cell", is_flag=True, help="One row per cell (every seed) instead.")
-def results(db: str, fmt: str, per_cell: bool) -> None:
+@click.option("--failures", is_flag=True, help="Only the failed cells, each with its reason and traceback.")
+def results(db: str, fmt: str, per_cell: bool, failures: bool) -> None:
     """Show stored results: per (dataset, defense, attack), each metric's mean and std over seeds."""
     from privbench.store import cell_as_dict, existing_store, summarize
     store = existing_store(db)
     cells = store.cells()
+    if failures:
+        _print_failures([{**cell_as_dict(c), "error": c.error} for c in cells if c.status == "failed"],
+                        fmt)
+        return
     rows = [cell_as_dict(c) for c in cells] if per_cell else summarize(cells)
     if fmt == "json":
         click.echo(json.dumps(rows, indent=2, default=str))
@@ -261,6 +277,26 @@ def results(db: str, fmt: str, per_cell: bool) -> None:
         _print_table(_console(), [_cell_row(row) for row in rows], "results: one row per cell")
     else:
         _print_table(_console(), rows)
+
+
+def _print_failures(rows: list[dict], fmt: str) -> None:
+    """The failed cells: what ran, the one-line reason and the whole traceback."""
+    keep = ("dataset", "defense", "attack", "seed", "threat_model", "reason", "error")
+    rows = [{key: row.get(key) for key in keep} for row in rows]
+    if fmt == "json":
+        click.echo(json.dumps(rows, indent=2, default=str))
+    elif fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.DictWriter(buffer, fieldnames=keep)
+        writer.writeheader()
+        writer.writerows(rows)
+        click.echo(buffer.getvalue(), nl=False)
+    else:
+        for row in rows:
+            click.echo(f"failed: {row['dataset']} · {row['defense']} · {row['attack']} · seed "
+                       f"{row['seed']}: {row['reason']}")
+            click.echo((row["error"] or "").rstrip() + "\n")
+        click.echo(f"{len(rows)} failed cell(s)")
 
 
 def _cell_row(cell: dict) -> dict:

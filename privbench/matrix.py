@@ -91,6 +91,14 @@ def versions(registry: Registry) -> dict[str, str]:
     return found
 
 
+class FailFast(Exception):
+    """Raised by a ``fail_fast`` run at its first failed cell (already stored)."""
+
+    def __init__(self, outcome: CellOutcome) -> None:
+        super().__init__(outcome.reason)
+        self.outcome = outcome
+
+
 @dataclass
 class RunReport:
     run_id: int
@@ -113,12 +121,13 @@ class MatrixRunner:
 
     def __init__(self, registry: Registry, store: Store, ctx: RunContext, *, executor: str = "local",
                  workers: int | None = None, threads: int | None = None,
-                 ray_address: str | None = None) -> None:
+                 ray_address: str | None = None, fail_fast: bool = False) -> None:
         self.registry = registry
         self.store = store
         self.ctx = ctx
         self.executor_options = {"name": executor, "workers": workers, "threads": threads,
                                  "ray_address": ray_address}
+        self.fail_fast = fail_fast
 
     def run(self, config: MatrixConfig) -> RunReport:
         from privbench.executors import make_executor
@@ -143,6 +152,10 @@ class MatrixRunner:
             for result in executor.run(first_jobs(pending), next_jobs):
                 for outcome in result.settled:
                     self._record(outcome, report)
+                failed = [o for o in result.settled if o.status == "failed"]
+                if self.fail_fast and failed:
+                    status = "stopped-at-failure"
+                    raise FailFast(failed[0])
                 self.ctx.progress.update(overall, completed=report.skipped + len(report.outcomes),
                                          description=self._description(report, executor))
             status = "finished" if not report.failures else "finished-with-failures"

@@ -60,9 +60,13 @@ def dataset_call(dataset: Any = "digits", params: dict[str, Any] | None = None) 
     return call_of(cls, params)
 
 
+_PROCESS_CACHE = ArtifactCache(None)  # in memory: target models and fits are shared by a test session
+
+
 def harness(cache: ArtifactCache | None = None) -> Harness:
-    """A harness on the CPU with an in-memory cache (or ``cache``)."""
-    return Harness(RunContext(cache=cache or ArtifactCache(None)))
+    """A harness on the CPU; by default its shared artifacts (target models, fitted defenses) are
+    kept in memory for the rest of this process, so a test suite trains each one once."""
+    return Harness(RunContext(cache=cache or _PROCESS_CACHE))
 
 
 def _defense_call(defense: Any, params: dict | None) -> PluginCall:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from privbench.context import ArtifactCache, RunContext
+from privbench.artifacts import ArtifactCache
+from privbench.context import RunContext
 from privbench.matrix import MatrixConfig, MatrixRunner
 from privbench.plugins import load_registry
 from privbench.store import Store

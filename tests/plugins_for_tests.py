@@ -8,7 +8,7 @@ from typing import ClassVar
 from torch import nn
 
 from privbench import hookimpl
-from privbench.core import Attack, AttackResult, Defense, Protection
+from privbench.api import Attack, AttackOutput, Defense, Protection, classifier
 
 
 @dataclass
@@ -20,8 +20,12 @@ class Sealed(Defense):
     gives: ClassVar[frozenset[str]] = frozenset({"server"})
     withheld_reasons: ClassVar[dict[str, str]] = {"query": "the sealed encoder answers no queries"}
 
-    def fit(self, scenario, ctx) -> Protection:
-        return Protection(encoder=nn.Identity(), server=ctx.target_model(scenario))
+    def build(self, facts) -> Protection:
+        return Protection(encoder=nn.Identity(),
+                          server=classifier(facts.arch, facts.image_shape, facts.classes()))
+
+    def fit(self, owner) -> Protection:
+        return Protection(encoder=nn.Identity(), server=owner.target_model())
 
 
 @dataclass
@@ -33,7 +37,7 @@ class Crashing(Attack):
     threat_model: ClassVar[str] = "black-box"
     requires: ClassVar[frozenset[str]] = frozenset({"query"})
 
-    def run(self, scenario, protection, ctx) -> AttackResult:
+    def run(self, view) -> AttackOutput:
         raise RuntimeError("the attack broke on purpose")
 
 
@@ -46,7 +50,7 @@ class Interrupting(Attack):
     threat_model: ClassVar[str] = "black-box"
     requires: ClassVar[frozenset[str]] = frozenset({"query"})
 
-    def run(self, scenario, protection, ctx) -> AttackResult:
+    def run(self, view) -> AttackOutput:
         raise KeyboardInterrupt
 
 
@@ -59,24 +63,23 @@ class KillsItsProcess(Attack):
     threat_model: ClassVar[str] = "black-box"
     requires: ClassVar[frozenset[str]] = frozenset({"query"})
 
-    def run(self, scenario, protection, ctx) -> AttackResult:
+    def run(self, view) -> AttackOutput:
         import os
         os._exit(3)
 
 
 @dataclass
 class Counting(Attack):
-    """A cheap attack: the mean absolute pixel change the encoder makes."""
+    """A cheap attack: "reconstructs" each observed image as a queried aux image (a wrong guess)."""
 
     name: ClassVar[str] = "counting"
-    summary: ClassVar[str] = "test attack measuring the encoder's mean pixel change"
+    summary: ClassVar[str] = "test attack answering queried aux images as reconstructions"
     threat_model: ClassVar[str] = "black-box"
     requires: ClassVar[frozenset[str]] = frozenset({"query"})
 
-    def run(self, scenario, protection, ctx) -> AttackResult:
-        test = scenario.images("test")
-        change = float((protection.encoder(test) - test).abs().mean())
-        return AttackResult({"attack.mean_change": change, "privacy.score": min(1.0, change)})
+    def run(self, view) -> AttackOutput:
+        aux = view.aux_images
+        return AttackOutput(reconstruction=view.query(aux[: len(view.observed)]))
 
 
 class EdgeCasePlugins:
