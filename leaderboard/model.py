@@ -17,18 +17,13 @@ from functools import cached_property
 from privbench.store import Cell, Run
 
 THREAT_MODELS = ("white-box", "black-box", "query-free", "known-plaintext")
-UNITS = {
-    "utility.accuracy": "fraction", "utility.baseline_accuracy": "fraction", "utility.drop": "fraction",
-    "attack.psnr": "dB", "attack.psnr_chance": "dB", "attack.ssim": "[-1, 1]", "attack.ssim_chance": "[-1, 1]",
-    "attack.accuracy": "fraction", "attack.chance": "fraction", "attack.p_value": "p",
-    "privacy.score": "[0, 1]", "cost.fit_s": "s", "cost.encode_ms_per_image": "ms", "cost.attack_s": "s",
-}
 SCORE = "privacy.score"
 
 
 def unit(metric: str) -> str:
-    """The unit of a metric from the README's table, '' when it is not a documented metric."""
-    return UNITS.get(metric, "")
+    """The unit of a metric from its registered spec, '' when it is no registered metric."""
+    from privbench.metrics import unit as spec_unit
+    return spec_unit(metric)
 
 
 def decimals(value: float) -> int:

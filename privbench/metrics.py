@@ -213,3 +213,7 @@ def image_grid_png(rows: list[torch.Tensor], columns: int = 10, scale: int = 4) 
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()
+
+
+if __name__ == "__main__":  # python -m privbench.metrics: the README's metric table
+    print(markdown_table())
