@@ -130,19 +130,21 @@ def encode_costs(device: str) -> dict[str, dict[str, float]]:
     """{defense: {dataset: ms per image}} encoding a batch of 256 images (after one warm-up call)."""
     import torch
 
-    from privbench.context import ArtifactCache, RunContext
+    from privbench.artifacts import ArtifactCache, SharedArtifacts
+    from privbench.context import RunContext
     from privbench.datasets import make_scenario
     from privbench.plugins import load_registry
-    from privbench.training import seed_everything
+    from privbench.progress import SilentProgress
+    from privbench.testing import call_of
     registry = load_registry()
     ctx = RunContext(device=torch.device(device), cache=ArtifactCache(None))
+    artifacts = SharedArtifacts(ctx.cache, ctx.device, SilentProgress())
     costs: dict[str, dict[str, float]] = {}
     for dataset in ("digits", "lfw-subset", "mnist-sized"):
         scenario = _scenario(registry, dataset, ctx, make_scenario)
         for item in registry.all("defense"):
-            defense = item.cls.from_params({})
-            seed_everything(0)
-            encoder = defense.fit(scenario, ctx).encoder.to(ctx.device).eval()
+            protection, _ = artifacts.protection(scenario, call_of(item.cls))
+            encoder = protection.encoder.to(ctx.device).eval()
             batch = scenario.images("test")[:BATCH].to(ctx.device)
             batch = batch.repeat(-(-BATCH // len(batch)), 1, 1, 1)[:BATCH]
             costs.setdefault(item.name, {})[dataset] = _time_encoder(encoder, batch)

@@ -14,9 +14,14 @@ outputs) with the same output shape, He et al.'s "different net" setting. Defaul
 authors' code: shadow trained with Adam, lr 1e-3; rMLE 500 iterations, lr 0.1; the code's
 lambda_TV = 2 is for summed terms, our averaged TV uses ``tv_weight`` 1e-3 (see rmle).
 
+``data``: the shadow trains on the attacker's aux images (default; He et al.'s "diff set") or on the
+owner's training images (``same-set``, their "same set"; needs ``owner-data`` access). The server
+the view gives is frozen and stays in eval mode however the shadow is trained (batch-norm
+statistics are the owner's).
+
 Returns the reconstructions (scored by the harness like every reconstruction) and, as a
-diagnostic, ``attack.shadow_accuracy``: the shadow's accuracy through the server on the attacker's
-own aux images.
+diagnostic, ``attack.shadow_accuracy``: the shadow's accuracy through the server on its own
+training images.
 """
 
 from __future__ import annotations
@@ -89,10 +94,22 @@ class Shadow(Attack):
     lr: float = param(0.1, "rMLE learning rate (code: 0.1)", minimum=0.0)
     tv_weight: float = param(1e-3, "lambda_TV of the rMLE step", minimum=0.0)
     images: int = param(100, "test images to invert, every class first (0: all)", minimum=0)
+    data: str = param("aux", "the shadow's labelled training images: aux (He et al.'s different "
+                             "set) or same-set (the owner's; needs owner-data access)",
+                      choices=("aux", "same-set"))
 
     def granted_needs(self) -> frozenset[str]:
-        """``different`` builds its own network: it needs the server, not the architecture."""
-        return self.requires if self.shadow_arch == "same" else frozenset({"server"})
+        """``different`` builds its own network: it needs the server, not the architecture;
+        ``same-set`` trains on the owner's data: it needs owner-data access."""
+        needs = self.requires if self.shadow_arch == "same" else frozenset({"server"})
+        return needs | {"owner-data"} if self.data == "same-set" else needs
+
+    def training_data(self, view):
+        """(images, target-task labels) the shadow is trained on."""
+        if self.data == "same-set":
+            images, labels = view.owner_data()
+            return images, labels[view.target_task]
+        return view.aux_images, view.aux_labels()
 
     def victims(self) -> int:
         return self.images
@@ -101,14 +118,15 @@ class Shadow(Attack):
         z_shape = tuple(view.observed.shape[1:])
         shadow = self._untrained_shadow(view, z_shape)
         through = ThroughFrozenServer(shadow, view.server)
+        images, labels = self.training_data(view)
         if any(p.requires_grad for p in shadow.parameters()):
-            train_classifier(through, view.aux_images, view.aux_labels(), view, epochs=self.epochs,
+            train_classifier(through, images, labels, view, epochs=self.epochs,
                              description=f"shadow: {self.shadow_arch} encoder through the frozen server")
         shadow.eval()
         reconstructed = invert(shadow, view.observed, view.image_shape, view, iterations=self.iterations,
                                lr=self.lr, tv_weight=self.tv_weight, beta=2.0,
                                description="shadow: inverting the shadow encoder")
-        shadow_accuracy = accuracy(apply(through, view.aux_images, view), view.aux_labels())
+        shadow_accuracy = accuracy(apply(through, images, view), labels)
         return AttackOutput(reconstruction=reconstructed,
                             diagnostics={"attack.shadow_accuracy": shadow_accuracy})
 

@@ -36,7 +36,7 @@ from privbench.core import ACCESS, THREAT_MODELS, Artifact, Attack, AttackOutput
 from privbench.datasets import Dataset, DatasetSource, LabelTask, digit_task_labels
 from privbench.errors import NotApplicable, PrivbenchError
 from privbench.hookspecs import hookimpl
-from privbench.inversion import invert, total_variation, train_decoder
+from privbench.inversion import MirroredDecoder, invert, total_variation, train_decoder
 from privbench.metrics import MetricSpec, register_metric
 from privbench.models import Decoder, classifier, feature_classifier
 from privbench.params import param
@@ -65,10 +65,10 @@ from privbench.view import AccessDenied, AttackView, DataFacts, EvaluationData, 
 __all__ = [
     "ACCESS", "AccessDenied", "Artifact", "Attack", "AttackOutput", "AttackView", "DataFacts",
     "Dataset", "DatasetSource", "Decoder", "Defense", "EVAL_BATCH_SIZE", "EvaluationData",
-    "FeaturePerturbation", "LENET_LAYERS", "LabelTask", "MetricSpec", "NOISES", "NotApplicable",
-    "OwnerData", "PrivbenchError", "Protection", "RESNET18_LAYERS", "SplitEncoder",
-    "THREAT_MODELS", "accuracy", "apply", "batches", "check_known_layer", "classifier",
-    "digit_task_labels", "feature_classifier", "feature_size", "fit", "hookimpl", "invert",
-    "layer_names", "param", "register_metric", "split_model", "total_variation",
+    "FeaturePerturbation", "LENET_LAYERS", "LabelTask", "MetricSpec", "MirroredDecoder",
+    "NOISES", "NotApplicable", "OwnerData", "PrivbenchError", "Protection", "RESNET18_LAYERS",
+    "SplitEncoder", "THREAT_MODELS", "accuracy", "apply", "batches", "check_known_layer",
+    "classifier", "digit_task_labels", "feature_classifier", "feature_size", "fit", "hookimpl",
+    "invert", "layer_names", "param", "register_metric", "split_model", "total_variation",
     "train_classifier", "train_decoder", "train_server_on_encoded",
 ]

@@ -118,9 +118,9 @@ def _describe(item) -> dict:
 def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_dir, data_dir,
            download, quiet, executor, workers, threads, ray_address, leaderboard_dir, fail_fast) -> None:
     """Run the defense x attack matrix and store every cell."""
-    if executor == "process" and not str(device).startswith("cuda"):
+    from privbench.forkserver import is_cuda, start_fork_server
+    if executor == "process" and not is_cuda(device):
         # before this process imports torch: the workers' fork server imports it meanwhile
-        from privbench.forkserver import start_fork_server
         start_fork_server()
     from privbench.matrix import MatrixConfig, entries_from_config, parse_seeds, read_config_file
     from privbench.params import parse_spec

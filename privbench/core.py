@@ -40,6 +40,7 @@ ACCESS = {
     "server": "the server model that runs on the protected data",
     "image-like": "protected data shaped like the input image (same channels, height, width)",
     "known-pairs": "k (x, encoder(x)) pairs of images the data owner really sent",
+    "owner-data": "the data owner's training images and labels (He et al.'s \"same set\" attacker)",
 }
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 
 from privbench.errors import PrivbenchError
-from privbench.forkserver import process_context
+from privbench.forkserver import is_cuda, process_context
 from privbench.harness import Harness, WorkerSettings, failed_job, run_job_in_this_process, warm_up
 from privbench.schedule import Job, JobResult, priority
 
@@ -191,7 +191,7 @@ class RayExecutor(DispatchingExecutor):
                      configure_logging=False)
         workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         super().__init__(settings, workers)
-        gpus = 1 if settings.device.startswith("cuda") else 0
+        gpus = 1 if is_cuda(settings.device) else 0
         self.task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(run_job_in_this_process)
 
     def _start(self, job: Job):

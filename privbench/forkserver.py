@@ -30,10 +30,15 @@ def worker_modules() -> list[str]:
     return ["torch", *LAZY_IMPORTS, "privbench.harness", "privbench.plugins", *plugins]
 
 
+def is_cuda(device: str) -> bool:
+    """Whether a ``--device`` text names a CUDA device (``cuda``, ``cuda:N``), read without torch."""
+    return str(device).split(":", 1)[0] == "cuda"
+
+
 def process_context(device: str = "cpu") -> multiprocessing.context.BaseContext:
     """The multiprocessing context of a worker pool: a preloading fork server for CPU workers where
     the platform has one, else spawn."""
-    if device.startswith("cuda") or "forkserver" not in multiprocessing.get_all_start_methods():
+    if is_cuda(device) or "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(worker_modules())

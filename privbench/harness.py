@@ -114,6 +114,11 @@ class Harness:
         except Exception as error:
             return failed_job(job, error, self.device)
         facts = scenario.facts()
+        refused = first.defense.instance.check_data(facts)
+        if refused:  # before any training: the defense's parameters do not fit these images
+            error = PrivbenchError(refused)
+            return JobResult(job, [outcome(c, "failed", self.device, **failure_fields(error))
+                                   for c in job.cells])
         for cell in job.cells:
             attack = cell.attack.instance
             reason = attack.missing_access(cell.defense.instance) or attack.unsupported(facts)
@@ -279,6 +284,9 @@ class Harness:
             server=frozen_copy(protection.server) if "server" in granted else None,
             build_encoder=build_encoder if "architecture" in granted else None,
             known_pairs=known_pairs if "known-pairs" in granted else None,
+            owner_data=(lambda: (variant.images("owner"),
+                                 {task: variant.labels("owner", task) for task in tasks}))
+            if "owner-data" in granted else None,
             raw_classifier=lambda task, epochs: self.artifacts.raw_classifier(scenario, task, epochs))
 
 

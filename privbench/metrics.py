@@ -74,14 +74,6 @@ def register_metric(spec: MetricSpec) -> MetricSpec:
     return spec
 
 
-def spec_of(name: str) -> MetricSpec:
-    try:
-        return METRICS[name]
-    except KeyError:
-        raise PrivbenchError(f"unknown metric '{name}': declare it with privbench.api.register_metric "
-                             "(a MetricSpec with unit, direction and meaning)") from None
-
-
 def unit(name: str) -> str:
     """The unit of a registered metric, '' for an unknown name."""
     spec = METRICS.get(name)
@@ -150,7 +142,7 @@ _builtin("attack.queries", "images", "none", "images the attack had encoded thro
 _builtin("attack.pairs", "pairs", "none", "known (x, encoder(x)) pairs the attack used",
          "reported by the attack", 0, None)
 _builtin("attack.shadow_accuracy", "fraction", "none", "the shadow encoder's accuracy through the "
-         "frozen server on the attacker's own aux images", "reported by the shadow attack", 0, 1)
+         "frozen server on its own training images", "reported by the shadow attack", 0, 1)
 _builtin("privacy.score", "[0, 1]", "higher", "1 = the attack learned nothing beyond chance, 0 = "
          "it fully succeeded", "by the harness from the attack's output kind: reconstructions "
          "clip((1 - ssim) / (1 - ssim_chance), 0, 1); labels clip((1 - accuracy) / (1 - chance), 0, 1);"

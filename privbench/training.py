@@ -30,15 +30,18 @@ def batches(count: int, batch_size: int, shuffle: bool, generator: torch.Generat
 
 def fit(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: Callable,
         ctx, *, epochs: int, description: str, lr: float = 1e-3, batch_size: int = BATCH_SIZE,
-        transform: Callable | None = None) -> nn.Module:
+        transform: Callable | None = None, halve_lr_every: int = 0) -> nn.Module:
     """Minimise ``loss_fn(model(transform(x)), y)`` over (inputs, targets) with Adam.
 
     ``transform`` (e.g. a frozen encoder or a noise draw) is applied to each batch on the fly, so a
-    stochastic transform gives fresh randomness every epoch.
+    stochastic transform gives fresh randomness every epoch. ``halve_lr_every`` > 0 halves the
+    learning rate after every that many epochs (He et al.'s schedule).
     """
     device = ctx.device
     model.to(device).train()
     optimizer = adam(model.parameters(), lr)
+    schedule = (torch.optim.lr_scheduler.StepLR(optimizer, halve_lr_every, gamma=0.5)
+                if halve_lr_every > 0 else None)
     generator = torch.Generator().manual_seed(ctx.seed)
     with ctx.progress.task(description, total=epochs) as advance:
         for _ in range(epochs):
@@ -51,6 +54,8 @@ def fit(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: 
                 loss = loss_fn(model(x), y)
                 loss.backward()
                 optimizer.step()
+            if schedule is not None:
+                schedule.step()
             advance()
     return model.eval()
 

@@ -38,8 +38,9 @@ from privbench.errors import PrivbenchError
 FORBIDDEN = {
     "test_images": "the clean test images",
     "test_labels": "the test labels",
-    "owner_images": "the data owner's training images",
-    "owner_labels": "the data owner's training labels",
+    "owner_images": "the data owner's training images (an attack that declares 'owner-data' reads "
+                    "them with owner_data())",
+    "owner_labels": "the data owner's training labels (see owner_data())",
     "key": "the defense's secret key",
     "scenario": "the scenario (it holds the test split and the owner's data)",
     "protection": "the defender's fitted protection",
@@ -162,7 +163,8 @@ class AttackView(_Frozen):
                  server: nn.Module | None = None,
                  build_encoder: Callable[[], nn.Module] | None = None,
                  known_pairs: Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
-                 raw_classifier: Callable[[str, int], nn.Module] | None = None) -> None:
+                 raw_classifier: Callable[[str, int], nn.Module] | None = None,
+                 owner_data: Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]] | None = None) -> None:
         self.attack = attack
         self.granted = frozenset(granted)
         self.facts = facts
@@ -179,6 +181,7 @@ class AttackView(_Frozen):
         self._build_encoder = build_encoder
         self._known_pairs = known_pairs
         self._raw_classifier = raw_classifier
+        self._owner_data = owner_data
         self._seal()
 
     # -- always there ------------------------------------------------------------------------------
@@ -253,6 +256,13 @@ class AttackView(_Frozen):
         which ones drawn from the attacker's stream."""
         self._need("known-pairs", "known (x, encoder(x)) pairs")
         return self._known_pairs(k, self.generator)
+
+    def owner_data(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The owner's training images and their labels for the tasks the attacker knows
+        (``owner-data`` access: He et al.'s "same set" attacker, a stronger assumption)."""
+        self._need("owner-data", "the owner's training data")
+        images, labels = self._owner_data()
+        return images.clone(), {task: values.clone() for task, values in labels.items()}
 
 
 class EvalOnly(nn.Module):

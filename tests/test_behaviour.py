@@ -54,6 +54,12 @@ def test_cost_metrics_are_recorded(behaviour_run):
         assert metrics["cost.attack_s"] > 0
 
 
+def test_the_harness_counts_the_queries_of_black_box_attacks(behaviour_run):
+    aux_images = round(0.3 * 1797)  # both attacks query the attacker's whole aux split once
+    for metrics in behaviour_run[2].values():
+        assert metrics["attack.queries"] == aux_images
+
+
 def test_inverse_network_saves_a_png_grid(behaviour_run):
     store = behaviour_run[0]
     cell = next(c for c in store.cells() if c.attack == "inverse-network")

@@ -15,8 +15,8 @@ import pytest
 from sqlalchemy import text
 from test_postgres import fresh_database, outcome
 
-from privbench.matrix import MatrixConfig, plan
 from privbench.params import parse_spec
+from privbench.schedule import MatrixConfig, plan
 from privbench.store import Store
 
 DATASET = "digits:limit=300,target_epochs=3"

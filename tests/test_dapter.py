@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
-import io
 import math
 
 import pytest
 import torch
-from conftest import FAST_DIGITS
 
-from privbench.context import RunContext
-from privbench.datasets import make_scenario
-from privbench.training import accuracy, apply
+from privbench.api import ACCESS, OwnerData
+from privbench.artifacts import cpu_state
+from privbench.progress import SilentProgress
+from privbench.testing import call_of, check_defense, dataset_call, fresh_artifacts, harness
+from privbench.training import apply
 from privbench_plugins.dapter import MID_GRAY, Dapter, build_unet, levels_for, pixel_entropy
 
 LAMBDAS = (0.5, 0.9, 0.99)
 FAST_TRAINING = {"epochs": 6, "lr": 1e-2}  # a short, hotter run: the lambda trend in seconds
+DIGITS = {"limit": 0, "target_epochs": 15}  # every digit: the target model reaches ~0.98 parity
 
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 25, 25), (3, 32, 32), (1, 4, 4), (3, 5, 7)])
@@ -51,75 +52,95 @@ def test_pixel_entropy_of_constant_and_uniform_level_images():
     assert pixel_entropy(batch).tolist() == pytest.approx([0.0, 1.0])  # one value per image
 
 
-@pytest.fixture(scope="module")
-def digits_scenario(registry):
-    name, options = FAST_DIGITS
-    source = registry.get("dataset", name).cls.from_params(options)
-    return make_scenario(source, source.load(RunContext()), seed=0)
+def test_dapter_keeps_the_defense_contract():
+    check_defense(Dapter, {"epochs": 1, "width": 4})
 
 
 @pytest.fixture(scope="module")
-def lambda_sweep(digits_scenario, shared_cache):
-    """DAPter fitted at lambda 0.5 / 0.9 / 0.99, with the target model's state before fitting."""
-    ctx = RunContext(cache=shared_cache)
-    target = ctx.target_model(digits_scenario)
-    before = {k: v.clone() for k, v in target.state_dict().items()}
-    grads_before = [p.requires_grad for p in target.parameters()]
-    fitted = {lam: Dapter(lam=lam, **FAST_TRAINING).fit(digits_scenario, ctx) for lam in LAMBDAS}
-    return ctx, target, before, grads_before, fitted
+def runner(shared_cache):
+    return harness(shared_cache)
 
 
-def converted_test_images(lambda_sweep, digits_scenario, lam):
-    ctx, fitted = lambda_sweep[0], lambda_sweep[4]
-    return apply(fitted[lam].encoder, digits_scenario.images("test"), ctx)
+@pytest.fixture(scope="module")
+def digits_scenario(runner):
+    return runner.scenario(dataset_call("digits", DIGITS), 0)
 
 
+@pytest.fixture(scope="module")
+def lambda_sweep(runner, digits_scenario):
+    """lambda -> (DAPter fitted through the harness, the harness's utility and defense metrics)."""
+    sweep = {}
+    for lam in LAMBDAS:
+        call = call_of(Dapter, {"lam": lam, **FAST_TRAINING})
+        sweep[lam] = (runner.protection(digits_scenario, call)[0],
+                      runner.utility(digits_scenario, call))
+    return sweep
+
+
+def converted_test_images(runner, lambda_sweep, digits_scenario, lam):
+    return apply(lambda_sweep[lam][0].encoder, digits_scenario.images("test"), runner.training(0))
+
+
+@pytest.mark.slow
 def test_entropy_falls_as_lambda_grows(lambda_sweep):
-    entropies = [lambda_sweep[4][lam].metrics["defense.entropy"] for lam in LAMBDAS]
+    entropies = [lambda_sweep[lam][1]["defense.entropy"] for lam in LAMBDAS]
     assert entropies[0] > entropies[1] > entropies[2]
-    original = lambda_sweep[4][0.9].metrics["defense.entropy_original"]
+    original = lambda_sweep[0.9][1]["defense.entropy_original"]
     assert 2 < original < 4.1  # digits: 17 grey levels, log2(17) = 4.09 at most
     assert entropies[2] < original
 
 
-def test_converted_images_move_towards_mid_gray_as_lambda_grows(lambda_sweep, digits_scenario):
-    distances = [float((converted_test_images(lambda_sweep, digits_scenario, lam) - MID_GRAY)
+@pytest.mark.slow
+def test_converted_images_move_towards_mid_gray_as_lambda_grows(runner, lambda_sweep, digits_scenario):
+    distances = [float((converted_test_images(runner, lambda_sweep, digits_scenario, lam) - MID_GRAY)
                        .abs().mean()) for lam in LAMBDAS]
     original = float((digits_scenario.images("test") - MID_GRAY).abs().mean())
     assert original > distances[0] > distances[1] > distances[2]
 
 
-def test_small_lambda_keeps_the_service_accuracy(lambda_sweep, digits_scenario):
-    ctx, target, fitted = lambda_sweep[0], lambda_sweep[1], lambda_sweep[4]
-    test, labels = digits_scenario.images("test"), digits_scenario.labels("test")
-    baseline = accuracy(apply(target, test, ctx), labels)
-    kept = accuracy(apply(fitted[0.5].server, converted_test_images(lambda_sweep, digits_scenario,
-                                                                    0.5), ctx), labels)
-    gray = accuracy(apply(fitted[0.99].server, converted_test_images(lambda_sweep, digits_scenario,
-                                                                     0.99), ctx), labels)
+@pytest.mark.slow
+def test_small_lambda_keeps_the_service_accuracy(lambda_sweep):
+    baseline = lambda_sweep[0.5][1]["utility.baseline_accuracy"]
+    kept = lambda_sweep[0.5][1]["utility.accuracy"]
+    gray = lambda_sweep[0.99][1]["utility.accuracy"]
     assert baseline > 0.9
     assert kept > baseline - 0.05
     assert gray < kept - 0.2  # nearly all-gray images lose the task
 
 
-def test_target_model_is_frozen_and_served_unchanged(lambda_sweep):
-    _, target, before, grads_before, fitted = lambda_sweep
+@pytest.mark.slow
+def test_target_model_is_frozen_and_served_unchanged(runner, digits_scenario, lambda_sweep):
+    target = runner.artifacts.target_model(digits_scenario)
+    before = {k: v.clone() for k, v in target.state_dict().items()}
+    grads_before = [p.requires_grad for p in target.parameters()]
+    owner = OwnerData(digits_scenario.facts(), digits_scenario.images("owner"),
+                      {task: digits_scenario.labels("owner", task)
+                       for task in digits_scenario.dataset.tasks},
+                      device=torch.device("cpu"), progress=SilentProgress(),
+                      seed=digits_scenario.streams.defender, target_model=lambda: target)
+    protection = Dapter(lam=0.9, epochs=1).fit(owner)
     after = target.state_dict()
-    assert all(torch.equal(before[k], after[k]) for k in before)
-    assert [p.requires_grad for p in target.parameters()] == grads_before  # shared model untouched
-    server = fitted[0.9].server.state_dict()
-    assert all(torch.equal(before[k], server[k].cpu()) for k in before)
+    assert all(torch.equal(before[k], after[k]) for k in before)  # the U-Net trained, not the model
+    assert [p.requires_grad for p in target.parameters()] == grads_before
+    served = protection.server.state_dict()
+    assert all(torch.equal(before[k], served[k].cpu()) for k in before)
+    # through the harness and its cache too: the server is the service's target model as it is
+    cached = lambda_sweep[0.9][0].server.state_dict()
+    assert all(torch.equal(before[k], cached[k].cpu()) for k in before)
 
 
-def test_protection_pickles_and_gives_every_access_fact(lambda_sweep, digits_scenario):
-    protection = lambda_sweep[4][0.9]
-    buffer = io.BytesIO()
-    torch.save(protection, buffer)
-    buffer.seek(0)
-    loaded = torch.load(buffer, weights_only=False)
+@pytest.mark.slow
+def test_protection_rebuilds_from_its_state_and_gives_every_access_fact(lambda_sweep,
+                                                                        digits_scenario):
+    protection = lambda_sweep[0.9][0]
+    call = call_of(Dapter, {"lam": 0.9, **FAST_TRAINING})
+    state = {"encoder": cpu_state(protection.encoder), "server": cpu_state(protection.server)}
+    rebuilt = fresh_artifacts().rebuild(digits_scenario, call, state)
     test = digits_scenario.images("test")[:16]
     with torch.no_grad():
-        assert torch.equal(loaded.encoder.eval()(test), protection.encoder.eval()(test))
-        fresh = loaded.build_encoder()
+        assert torch.equal(rebuilt.encoder.eval()(test), protection.encoder.eval()(test))
+        fresh = call.instance.build(digits_scenario.facts()).encoder.eval()  # architecture access
         assert fresh(test).shape == test.shape
-    assert Dapter().access() == {"query", "white-box", "architecture", "server", "image-like"}
+        assert not torch.allclose(fresh(test), protection.encoder(test))  # untrained, not a copy
+    assert Dapter().access() == frozenset(ACCESS)  # the U-Net runs on the user's device
+    assert {"query", "white-box", "architecture", "server", "image-like"} <= Dapter().access()

@@ -8,8 +8,10 @@ from typing import ClassVar
 import pytest
 import torch
 
-from privbench.context import ArtifactCache, RunContext
-from privbench.datasets import Dataset, DatasetSource, LabelTask, LfwSubset, make_scenario
+from privbench.artifacts import ArtifactCache, SharedArtifacts, TrainingContext
+from privbench.datasets import Dataset, DatasetSource, LabelTask, LfwSubset
+from privbench.progress import SilentProgress
+from privbench.testing import call_of, check_defense, dataset_call, harness
 from privbench.training import apply
 
 BUILTIN_DEFENSES = {"identity": {}, "noise": {}, "disguised-nets": {}, "dapter": {"epochs": 1},
@@ -37,24 +39,34 @@ class ColourBlobs(DatasetSource):
 
 
 @pytest.fixture(scope="module", params=["colour 3x11x13", "grey 1x25x25 (lfw-subset)"])
-def scenario_and_ctx(request, tmp_path_factory):
-    ctx = RunContext(cache=ArtifactCache(tmp_path_factory.mktemp("shapes")))
-    source = (ColourBlobs.from_params({"target_epochs": 3}) if request.param.startswith("colour")
-              else LfwSubset.from_params({"target_epochs": 3}))
-    return make_scenario(source, source.load(ctx), seed=0), ctx
+def scenario_and_artifacts(request, tmp_path_factory):
+    cache = ArtifactCache(tmp_path_factory.mktemp("shapes"))
+    data = (dataset_call(ColourBlobs, {"target_epochs": 3}) if request.param.startswith("colour")
+            else dataset_call(LfwSubset, {"target_epochs": 3}))
+    runner = harness(cache)
+    return runner.scenario(data, 0), SharedArtifacts(cache, torch.device("cpu"), SilentProgress())
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_DEFENSES))
-def test_defense_fits_encodes_and_serves_any_image_shape(name, registry, scenario_and_ctx):
-    scenario, ctx = scenario_and_ctx
-    defense = registry.get("defense", name).cls.from_params(BUILTIN_DEFENSES[name])
-    protection = defense.fit(scenario, ctx)
+def test_defense_fits_encodes_and_serves_any_image_shape(name, registry, scenario_and_artifacts):
+    scenario, artifacts = scenario_and_artifacts
+    call = call_of(registry.get("defense", name).cls, BUILTIN_DEFENSES[name])
+    assert call.instance.check_data(scenario.facts()) is None
+    protection, _ = artifacts.protection(scenario, call)
     test = scenario.images("test")
+    ctx = TrainingContext(torch.device("cpu"), SilentProgress(), scenario.streams.evaluation)
     encoded = apply(protection.encoder, test, ctx)
     logits = apply(protection.server, encoded, ctx)
     assert logits.shape == (len(test), scenario.classes())
     assert torch.isfinite(encoded).all() and torch.isfinite(logits).all()
     channels, height, width = scenario.image_shape
-    if "image-like" in defense.access():
+    if "image-like" in call.instance.access():
         assert encoded.shape[1] == channels
         assert encoded.shape[2] >= height and encoded.shape[3] >= width  # disguised-nets pads
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(BUILTIN_DEFENSES))
+def test_defense_keeps_the_defense_contract_on_colour_images(name, registry):
+    check_defense(registry.get("defense", name).cls, BUILTIN_DEFENSES[name], dataset=ColourBlobs,
+                  dataset_params={"target_epochs": 3})

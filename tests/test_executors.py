@@ -6,12 +6,14 @@ import math
 
 import pytest
 
-from privbench.context import ArtifactCache, RunContext
+from privbench.artifacts import ArtifactCache
+from privbench.context import RunContext
 from privbench.errors import PrivbenchError
 from privbench.executors import make_executor
-from privbench.matrix import MatrixConfig, MatrixRunner
+from privbench.harness import Harness
+from privbench.matrix import MatrixRunner
+from privbench.schedule import MatrixConfig
 from privbench.store import Store
-from privbench.worker import CellWorker
 
 SMALL = MatrixConfig(
     datasets=[("digits", {"limit": 400, "target_epochs": 4, "target": "digit"})],
@@ -84,7 +86,7 @@ def test_shared_artifacts_are_trained_once_per_key(local_run, registry, tmp_path
 
 
 def test_bad_executor_settings_are_one_line_errors():
-    worker = CellWorker(RunContext(cache=ArtifactCache(None)))
+    worker = Harness(RunContext(cache=ArtifactCache(None)))
     with pytest.raises(PrivbenchError, match="unknown executor 'threads'; accepted: local, process, ray"):
         make_executor("threads", worker)
     with pytest.raises(PrivbenchError, match="--workers must be at least 1"):

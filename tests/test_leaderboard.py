@@ -17,8 +17,8 @@ from leaderboard import render_site
 from leaderboard.model import Stat, dataset_pages, page_filenames
 from leaderboard.plot import Point, mark_pareto
 from privbench.core import Artifact
-from privbench.matrix import MatrixConfig, plan
 from privbench.params import parse_spec
+from privbench.schedule import MatrixConfig, plan
 from privbench.store import CellOutcome, Store
 
 SMALL_DIGITS = ("digits", {"target_epochs": 5, "limit": 500})

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from conftest import FAST_DIGITS, run_matrix
 from plugins_for_tests import EdgeCasePlugins
 
-from privbench.context import ArtifactCache, RunContext
+from privbench.artifacts import ArtifactCache, SharedArtifacts
+from privbench.context import RunContext
 from privbench.errors import PrivbenchError
-from privbench.matrix import MatrixConfig, MatrixRunner, expand, plan
+from privbench.matrix import MatrixRunner
 from privbench.plugins import load_registry
+from privbench.schedule import MatrixConfig, expand, plan
 from privbench.store import Store
 
 
@@ -40,6 +44,8 @@ def test_cell_key_uses_full_parameters(registry):
     other_seed = plan(registry, MatrixConfig(defenses=[("noise", {})],
                                              attacks=[("inverse-network", {})], seeds=[1]))
     assert other_seed[0].key != default[0].key
+    newer = dataclasses.replace(default[0], attack=dataclasses.replace(default[0].attack, version="2.0"))
+    assert newer.key != default[0].key  # a plugin's package version is part of the key
 
 
 def test_unknown_names_fail_before_anything_runs(registry):
@@ -87,19 +93,20 @@ def test_interruption_keeps_every_finished_cell(edge_registry, tmp_path, shared_
     assert store.runs()[-1].status == "interrupted"
 
 
-def test_target_model_is_trained_once_and_reused_from_the_cache(registry, tmp_path):
-    cache = ArtifactCache(tmp_path / "cache")
+def test_target_model_is_trained_once_and_reused_from_the_cache(registry, tmp_path, monkeypatch):
     trained = []
+    train_target = SharedArtifacts._train_target
 
-    class CountingContext(RunContext):
-        def _train_target(self, scenario):
-            trained.append(scenario.seed)
-            return super()._train_target(scenario)
+    def counting_train_target(self, scenario):
+        trained.append(scenario.seed)
+        return train_target(self, scenario)
 
+    monkeypatch.setattr(SharedArtifacts, "_train_target", counting_train_target)
     config = MatrixConfig(datasets=[("digits", {"target_epochs": 2})],
                           defenses=[("identity", {})], attacks=[("inverse-network", {"epochs": 1})])
-    for db in ("a.db", "b.db"):  # a second run with a fresh store still hits the disk cache
-        MatrixRunner(registry, Store(f"sqlite:///{tmp_path / db}"), CountingContext(cache=cache)).run(config)
+    for db in ("a.db", "b.db"):  # a second run with a fresh store and cache object hits the disk cache
+        context = RunContext(cache=ArtifactCache(tmp_path / "cache"))
+        MatrixRunner(registry, Store(f"sqlite:///{tmp_path / db}"), context).run(config)
     assert trained == [0]
     assert len(list((tmp_path / "cache" / "target-model").glob("*.pt"))) == 1
 

@@ -6,11 +6,11 @@ import sys
 
 import pytest
 
-from privbench.context import ArtifactCache, RunContext
-from privbench.executors import priority
+from privbench.artifacts import ArtifactCache
+from privbench.context import RunContext
 from privbench.forkserver import process_context, worker_modules
-from privbench.matrix import MatrixConfig, first_jobs, plan
-from privbench.worker import CellWorker, Job
+from privbench.harness import Harness
+from privbench.schedule import Job, MatrixConfig, first_jobs, plan, priority
 
 DIGITS = ("digits", {"limit": 300, "target_epochs": 2, "target": "digit"})
 
@@ -45,13 +45,12 @@ def test_a_defense_job_fits_without_the_target_model_when_its_defense_does_not_n
         registry, tmp_path, monkeypatch):
     """The utility (which needs the target model) waits for the defense's first cell, so a defense
     that trains its own server fits while another worker still trains the target model."""
-    ctx = RunContext(cache=ArtifactCache(tmp_path / "cache"))
+    worker = Harness(RunContext(cache=ArtifactCache(tmp_path / "cache")))
 
     def target_not_ready(scenario):
         raise RuntimeError("target model not trained yet")
 
-    monkeypatch.setattr(ctx, "target_model", target_not_ready)
-    worker = CellWorker(ctx)
+    monkeypatch.setattr(worker.artifacts, "target_model", target_not_ready)
     jobs = {job.cells[0].defense.name: job
             for job in first_jobs(cells_of(registry, ["noise", "identity"], ["examiner"]))
             if job.stage == "defense"}
@@ -67,7 +66,7 @@ def test_process_workers_fork_from_a_server_that_imported_torch_and_every_plugin
     assert process_context().get_start_method() == "forkserver"
     assert process_context("cuda:0").get_start_method() == "spawn"  # CUDA workers stay spawned
     modules = worker_modules()
-    assert {"torch", "torch._dynamo", "privbench.worker"} <= set(modules)
+    assert {"torch", "torch._dynamo", "privbench.harness"} <= set(modules)
     assert {"privbench_plugins.noise", "privbench_plugins.dapter", "privbench_example"} <= set(modules)
 
 
@@ -76,7 +75,7 @@ def test_a_fresh_worker_has_what_its_first_job_imports_already(tmp_path):
     from plugins_for_tests import imported
 
     from privbench.executors import ProcessExecutor
-    from privbench.worker import WorkerSettings
+    from privbench.harness import WorkerSettings
     executor = ProcessExecutor(WorkerSettings(cache_dir=str(tmp_path), threads=1), workers=1)
     try:
         modules = ["torch._dynamo", "sklearn.datasets", "privbench_plugins.dapter"]

@@ -28,6 +28,7 @@ ACCESSORS = {
     "server": lambda view: view.server,
     "architecture": lambda view: view.build_encoder(),
     "known-pairs": lambda view: view.known_pairs(2),
+    "owner-data": lambda view: view.owner_data(),
 }
 
 
@@ -215,3 +216,30 @@ def test_victims_are_chosen_by_the_harness_one_per_class_first():
     chosen = victim_index(labels, 4)
     assert sorted(labels[chosen].tolist()) == [0, 1, 2, 3]
     assert victim_index(labels, 0).tolist() == list(range(10))
+
+
+def test_the_servers_batch_norm_statistics_survive_training_through_it():
+    from privbench.models import classifier
+    from privbench.view import frozen_copy
+    server = classifier("resnet18", (1, 8, 8), 2)
+    frozen = frozen_copy(server)
+    before = {k: v.clone() for k, v in frozen.state_dict().items()}
+    shadow = torch.nn.Conv2d(1, 1, 3, padding=1)
+    model = torch.nn.Sequential(shadow, frozen).train()  # train() on the whole, as a trainer does
+    loss = model(torch.rand(16, 1, 8, 8)).sum()
+    loss.backward()
+    assert not frozen.training and all(p.grad is None for p in frozen.parameters())
+    assert all(torch.equal(before[k], v) for k, v in frozen.state_dict().items())
+    assert shadow.weight.grad is not None
+
+
+def test_same_set_data_is_an_access_the_attack_must_declare():
+    from privbench_plugins.inverse_network import InverseNetwork
+    from privbench_plugins.shadow import Shadow
+    assert "owner-data" in InverseNetwork.from_params({"data": "same-set"}).granted_needs()
+    assert "owner-data" not in InverseNetwork.from_params({}).granted_needs()
+    assert "owner-data" in Shadow.from_params({"data": "same-set"}).granted_needs()
+    runner = harness()
+    view = view_of(runner, InverseNetwork, {"data": "same-set"})
+    images, labels = view.owner_data()
+    assert len(images) > len(view.aux_images) and set(labels) == {"parity", "digit"}
