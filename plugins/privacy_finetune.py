@@ -68,6 +68,7 @@ from torch import nn
 
 from privbench.api import (
     LENET_LAYERS,
+    RESNET18_LAYERS,
     Defense,
     FeaturePerturbation,
     Protection,
@@ -168,9 +169,10 @@ class PrivacyFinetune(Defense):
         return defense
 
     def check_data(self, facts) -> str | None:
-        if facts.arch == "lenet" and self.layer not in LENET_LAYERS:
-            return (f"defense 'privacy-finetune': unknown layer '{self.layer}' for lenet; accepted: "
-                    + ", ".join(LENET_LAYERS))
+        accepted = LENET_LAYERS if facts.arch == "lenet" else RESNET18_LAYERS
+        if self.layer not in accepted:
+            return (f"defense 'privacy-finetune': unknown layer '{self.layer}' for {facts.arch}; "
+                    "accepted: " + ", ".join(accepted))
         return None
 
     def build(self, facts) -> Protection:

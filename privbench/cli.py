@@ -214,9 +214,10 @@ def _print_table(console, rows: list[dict],
     """The results table: utility, privacy score and the attack's raw metric, mean ± std."""
     from rich.table import Table
     table = Table(title=title)
+    from privbench.metrics import unit
     for column in ("dataset", "defense", "attack", "threat model", "n", "utility.accuracy",
                    "privacy.score", "attack (raw)"):
-        table.add_column(column, overflow="fold")
+        table.add_column(f"{column} {unit(column)}".strip(), overflow="fold")
     for row in rows:
         metrics = row["metrics"]
         n = str(len(row["seeds"]))

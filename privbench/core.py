@@ -44,6 +44,10 @@ ACCESS = {
 }
 
 
+# Access that depends on what the attacker holds, not on what the defense lets through: never withheld.
+ATTACKER_ASSUMPTIONS = frozenset({"owner-data"})
+
+
 class Plugin:
     """Base of defenses and attacks: a dataclass whose fields are the plugin's parameters."""
 
@@ -132,7 +136,7 @@ class Attack(Plugin):
 
     def missing_access(self, defense: Defense) -> str | None:
         """Why this attack cannot run against ``defense``, or None when it can."""
-        missing = sorted(self.granted_needs() - defense.access())
+        missing = sorted(self.granted_needs() - defense.access() - ATTACKER_ASSUMPTIONS)
         if not missing:
             return None
         return (f"attack '{self.name}' needs {ACCESS[missing[0]]}; "

@@ -78,7 +78,7 @@ class Harness:
         self.ctx = ctx
         self.artifacts = SharedArtifacts(ctx.cache, ctx.device, ctx.progress)
         self.datasets: dict[str, Any] = {}
-        self.scenarios: dict[tuple[str, int], Any] = {}
+        self.scenarios: dict[tuple[str, int], Any] = {}  # (data key, seed) -> Scenario
         self.protections: dict[str, tuple[Any, float]] = {}  # protection key -> (Protection, fit_s)
         self.utilities: dict[str, dict[str, float]] = {}  # protection key -> utility and costs
 
@@ -149,7 +149,12 @@ class Harness:
         except Exception as error:
             return JobResult(job, [outcome(cell, "failed", self.device, started=started,
                                            **failure_fields(error))])
-        return JobResult(job, [outcome(cell, "done", self.device, metrics={**utility, **metrics},
+        try:  # every stored number has a registered spec and lies in its range
+            checked = check_values({**utility, **metrics}, f"cell {cell.label}")
+        except PrivbenchError as error:
+            return JobResult(job, [outcome(cell, "failed", self.device, started=started,
+                                           **failure_fields(error))])
+        return JobResult(job, [outcome(cell, "done", self.device, metrics=checked,
                                        artifacts=artifacts, started=started)])
 
     # -- the data and the defense --------------------------------------------------------------------
@@ -159,12 +164,12 @@ class Harness:
         from privbench.datasets import make_scenario
         source = dataset.instance
         load_key = config_key({**source.load_config(), "version": dataset.version})
-        if (dataset.spec, seed) not in self.scenarios:
+        if (load_key, seed) not in self.scenarios:
             if load_key not in self.datasets:
                 self.datasets[load_key] = source.load(self.ctx)
-            self.scenarios[(dataset.spec, seed)] = make_scenario(
+            self.scenarios[(load_key, seed)] = make_scenario(
                 source, self.datasets[load_key], seed, version=dataset.version)
-        return self.scenarios[(dataset.spec, seed)]
+        return self.scenarios[(load_key, seed)]
 
     def protection(self, scenario, defense: PluginCall):
         """The fitted defense and its fit time, loaded (or fitted) once per process."""

@@ -207,5 +207,22 @@ def image_grid_png(rows: list[torch.Tensor], columns: int = 10, scale: int = 4) 
     return buffer.getvalue()
 
 
-if __name__ == "__main__":  # python -m privbench.metrics: the README's metric table
-    print(markdown_table())
+START_MARK = "<!-- metrics table: generated from the specs -->"
+END_MARK = "<!-- end of metrics table -->"
+
+
+def update_readme(path: str) -> None:
+    """Replace the metric table between the README's two marks with the generated one."""
+    from pathlib import Path
+    text = Path(path).read_text()
+    before, rest = text.split(START_MARK, 1)
+    _, after = rest.split(END_MARK, 1)
+    Path(path).write_text(f"{before}{START_MARK}\n{markdown_table()}\n{END_MARK}{after}")
+
+
+if __name__ == "__main__":  # python -m privbench.metrics [README.md]: print or update the table
+    import sys
+    if len(sys.argv) > 1:
+        update_readme(sys.argv[1])
+    else:
+        print(markdown_table())

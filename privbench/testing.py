@@ -36,7 +36,7 @@ from privbench.artifacts import ArtifactCache, SharedArtifacts
 from privbench.context import RunContext
 from privbench.errors import PrivbenchError
 from privbench.harness import Harness
-from privbench.params import ParamInfo
+from privbench.params import ParamInfo, format_spec
 from privbench.progress import SilentProgress
 from privbench.schedule import CellPlan, PluginCall
 
@@ -46,7 +46,10 @@ TINY_DIGITS = {"limit": 400, "target_epochs": 3}
 def call_of(cls: type, params: dict[str, Any] | None = None) -> PluginCall:
     """A plugin class with validated parameters, as the matrix would run it."""
     instance = cls.from_params(params or {})
-    return PluginCall(cls.kind, cls.name, instance.params(), cls.name, instance, "conformance-kit")
+    defaults = {info.name: info.default for info in cls.parameters()}
+    changed = {k: v for k, v in instance.params().items() if defaults.get(k) != v}
+    return PluginCall(cls.kind, cls.name, instance.params(), format_spec(cls.name, changed), instance,
+                      "conformance-kit")
 
 
 def dataset_call(dataset: Any = "digits", params: dict[str, Any] | None = None) -> PluginCall:

@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_the_readme_carries_the_generated_metric_table():
     assert markdown_table() in (ROOT / "README.md").read_text(), \
-        "README.md's metric table is out of date: paste the output of python -m privbench.metrics"
+        "README.md's metric table is out of date: run python -m privbench.metrics README.md"
 
 
 def test_every_spec_has_a_unit_direction_and_meaning():
