@@ -59,6 +59,7 @@ class MetricSpec:
 
 
 METRICS: dict[str, MetricSpec] = {}
+BUILTIN: set[str] = set()  # the names privbench itself declares (the README's table)
 
 
 def register_metric(spec: MetricSpec) -> MetricSpec:
@@ -95,15 +96,18 @@ def check_values(metrics: dict[str, float], owner: str) -> dict[str, float]:
 
 
 def markdown_table() -> str:
-    """The README's metric table, generated from the specs (a test keeps the README in step)."""
+    """The README's table of privbench's own metrics, generated from their specs (a test keeps the
+    README in step; a plugin's metrics are its own package's to document)."""
     rows = ["| metric | unit | better | meaning | how it is computed |", "| --- | --- | --- | --- | --- |"]
-    for spec in sorted(METRICS.values(), key=lambda s: (KINDS.index(s.kind), s.name)):
+    builtin = [METRICS[name] for name in BUILTIN]
+    for spec in sorted(builtin, key=lambda s: (KINDS.index(s.kind), s.name)):
         rows.append(f"| `{spec.name}` | {spec.unit} | {spec.better} | {spec.meaning} | {spec.computed} |")
     return "\n".join(rows)
 
 
 def _builtin(name, unit, better, meaning, computed, lower=None, upper=None) -> None:
     register_metric(MetricSpec(name, unit, better, meaning, computed, lower, upper))
+    BUILTIN.add(name)
 
 
 _builtin("utility.accuracy", "fraction", "higher", "the service's target-task accuracy on protected "
