@@ -230,33 +230,40 @@ class Harness:
         return scenario.with_held_out(tuple(sorted(order[:count].tolist())))
 
     def attack(self, scenario, cell: CellPlan) -> tuple[dict[str, float], list]:
+        """Run the attack on its view (seeded from the attacker's stream) and score its output."""
         from privbench.training import apply
         attack = cell.attack.instance
         variant = self.held_out_variant(scenario, attack)
         protection, _ = self.protection(variant, cell.defense)
-        tasks = {scenario.target_task, scenario.private_task}
-        test_labels = {task: scenario.labels("test", task) for task in tasks}
-        index = victim_index(test_labels[scenario.target_task], attack.victims())
-        originals = scenario.images("test")[index]
+        index = victim_index(scenario.labels("test"), attack.victims())
         seed_globals(scenario.streams.evaluation)
-        observed = apply(protection.encoder, originals, self.training(scenario.streams.evaluation))
+        observed = apply(protection.encoder, scenario.images("test")[index],
+                         self.training(scenario.streams.evaluation))
         view = self.attack_view(variant, scenario, cell, protection, observed)
         seed_globals(scenario.streams.attacker)
         started = time.perf_counter()
         output = attack.run(view)
         attack_s = time.perf_counter() - started
-        aux_labels = {task: scenario.labels("aux", task) for task in tasks}
-        truth = GroundTruth(originals=originals, labels={t: v[index] for t, v in test_labels.items()},
-                            target_task=scenario.target_task, private_task=scenario.private_task,
-                            classes=scenario.classes(),
-                            aux_mean=scenario.images("aux").mean(0, keepdim=True),
-                            aux_majority={t: int(v.bincount().argmax()) for t, v in aux_labels.items()},
-                            held_out=variant.held_out)
-        metrics, artifacts = score(output, truth, cell.attack.name, attack.produces, observed)
+        metrics, artifacts = score(output, self.ground_truth(scenario, variant, index), cell.attack.name,
+                                   attack.produces, observed)
         metrics["cost.attack_s"] = attack_s
         if "query" in view.granted:
             metrics["attack.queries"] = float(view.queries)
         return metrics, artifacts
+
+    @staticmethod
+    def ground_truth(scenario, variant, index: torch.Tensor) -> GroundTruth:
+        """What the harness scores against: the attacked originals and their labels, the held-out
+        classes, and the attacker's uninformed guesses from its own aux data."""
+        tasks = {scenario.target_task, scenario.private_task}
+        aux_labels = {task: scenario.labels("aux", task) for task in tasks}
+        return GroundTruth(
+            originals=scenario.images("test")[index],
+            labels={task: scenario.labels("test", task)[index] for task in tasks},
+            target_task=scenario.target_task, private_task=scenario.private_task,
+            classes=scenario.classes(), aux_mean=scenario.images("aux").mean(0, keepdim=True),
+            aux_majority={task: int(labels.bincount().argmax()) for task, labels in aux_labels.items()},
+            held_out=variant.held_out)
 
     def attack_view(self, variant, scenario, cell: CellPlan, protection, observed) -> AttackView:
         """The attacker's view: what its threat model grants, and nothing else."""

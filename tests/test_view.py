@@ -243,3 +243,21 @@ def test_same_set_data_is_an_access_the_attack_must_declare():
     view = view_of(runner, InverseNetwork, {"data": "same-set"})
     images, labels = view.owner_data()
     assert len(images) > len(view.aux_images) and set(labels) == {"parity", "digit"}
+
+
+def test_a_defense_fits_on_the_owners_data_only():
+    from privbench.testing import fresh_artifacts
+    seen = {}
+    scenario = harness().scenario(dataset_call("digits"), 0)
+    defense = call_of(load_registry().get("defense", "identity").cls)
+    original_fit = defense.instance.fit
+
+    def spying_fit(owner):
+        seen["images"] = owner.images
+        with pytest.raises(AccessDenied, match="never holds the clean test images"):
+            _ = owner.test_images
+        return original_fit(owner)
+
+    object.__setattr__(defense.instance, "fit", spying_fit)
+    fresh_artifacts().protection(scenario, defense)
+    assert torch.equal(seen["images"], scenario.images("owner"))
