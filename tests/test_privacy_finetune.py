@@ -89,7 +89,17 @@ def test_the_encoder_is_the_fine_tuned_first_half(runner):
     before, after = client.state_dict(), protection.encoder.client.state_dict()
     assert before.keys() == after.keys()
     assert not all(torch.equal(before[k], after[k].cpu()) for k in before)
-    assert "white-box" not in PrivacyFinetune.gives
+
+
+
+def test_the_service_holds_the_client_weights_unless_they_ship_closed():
+    from privbench.plugins import load_registry
+    rmle = load_registry().get("attack", "rmle").cls.from_params({})
+    assert "white-box" in PrivacyFinetune.from_params({}).access()
+    assert rmle.missing_access(PrivacyFinetune.from_params({})) is None
+    closed = PrivacyFinetune.from_params({"client_weights": "closed"})
+    assert "white-box" not in closed.access()
+    assert "closed box" in rmle.missing_access(closed)
 
 
 def test_privacy_finetune_keeps_the_defense_contract():
