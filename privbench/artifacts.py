@@ -16,7 +16,6 @@ module built from it, so nothing a defense or an attack does to a module reaches
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import tempfile
@@ -35,16 +34,11 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 from privbench.core import Protection
+from privbench.keys import config_key  # noqa: F401  (re-exported: the key of every artifact)
 from privbench.streams import seed_globals
 
 # Bump when a change to privbench's training code makes older cached artifacts wrong.
 ARTIFACT_RECIPE = 2
-
-
-def config_key(config: dict[str, Any]) -> str:
-    """A stable short hash of a JSON-able config."""
-    text = json.dumps(config, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
 @contextlib.contextmanager

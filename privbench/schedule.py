@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from privbench.artifacts import config_key
 from privbench.errors import PrivbenchError
+from privbench.keys import config_key
 from privbench.params import format_spec
 from privbench.plugins import Registry
 from privbench.store import CellOutcome
