@@ -34,7 +34,7 @@ except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
 from privbench.core import Protection
-from privbench.keys import config_key  # noqa: F401  (re-exported: the key of every artifact)
+from privbench.keys import config_key
 from privbench.streams import seed_globals
 
 # Bump when a change to privbench's training code makes older cached artifacts wrong.
