@@ -88,20 +88,19 @@ class _Frozen:
         raise AttributeError(f"{type(self).__name__} has no '{name}'")
 
 
-class OwnerData(_Frozen):
-    """A defense's view: the owner's data, the shared target model, the defender's stream."""
+class _LabelledSplit(_Frozen):
+    """One split of the scenario's images with their labels, the party's stream and where to compute:
+    the common part of a defense's two views."""
 
     def __init__(self, facts: DataFacts, images: torch.Tensor, labels: dict[str, torch.Tensor], *,
-                 device: torch.device, progress, seed: int, target_model: Callable[[], nn.Module]):
+                 device: torch.device, progress, seed: int) -> None:
         self.facts = facts
         self.images = images
         self._labels = labels
         self.device = device
         self.progress = progress
-        self.seed = seed  # the defender's stream: batch order of the training helpers
+        self.seed = seed  # the party's stream: batch order of the training helpers
         self.generator = torch.Generator().manual_seed(seed)
-        self._target_model = target_model
-        self._seal()
 
     @property
     def image_shape(self) -> tuple[int, int, int]:
@@ -111,29 +110,32 @@ class OwnerData(_Frozen):
         return self.facts.classes(task)
 
     def labels(self, task: str | None = None) -> torch.Tensor:
-        """The owner's labels for ``task`` (the service's target task by default)."""
+        """The split's labels for ``task`` (the service's target task by default)."""
         return self._labels[task or self.facts.target_task]
+
+
+class OwnerData(_LabelledSplit):
+    """A defense's view: the owner's data, the shared target model, the defender's stream."""
+
+    def __init__(self, facts: DataFacts, images: torch.Tensor, labels: dict[str, torch.Tensor], *,
+                 device: torch.device, progress, seed: int, target_model: Callable[[], nn.Module]):
+        super().__init__(facts, images, labels, device=device, progress=progress, seed=seed)
+        self._target_model = target_model
+        self._seal()
 
     def target_model(self) -> nn.Module:
         """A fresh copy of the service's unprotected classifier, trained on the owner's data."""
         return self._target_model()
 
 
-class EvaluationData(_Frozen):
-    """The test split, for a defense's ``evaluate`` (run by the harness, after the fit)."""
+class EvaluationData(_LabelledSplit):
+    """The test split, for a defense's ``evaluate`` (run by the harness, after the fit), with the
+    evaluation stream."""
 
     def __init__(self, facts: DataFacts, images: torch.Tensor, labels: dict[str, torch.Tensor], *,
                  device: torch.device, progress, seed: int) -> None:
-        self.facts = facts
-        self.images = images
-        self._labels = labels
-        self.device = device
-        self.progress = progress
-        self.seed = seed
+        super().__init__(facts, images, labels, device=device, progress=progress, seed=seed)
         self._seal()
-
-    def labels(self, task: str | None = None) -> torch.Tensor:
-        return self._labels[task or self.facts.target_task]
 
 
 class QueryOracle:
