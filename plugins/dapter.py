@@ -62,7 +62,6 @@ from privbench.api import (
     Protection,
     apply,
     batches,
-    classifier,
     fit,
     hookimpl,
     param,
@@ -211,7 +210,7 @@ class Dapter(Defense):
 
     def build(self, facts) -> Protection:
         return Protection(encoder=build_unet(facts.image_shape, self.depth, self.width),
-                          server=classifier(facts.arch, facts.image_shape, facts.classes()))
+                          server=facts.service_classifier())
 
     def fit(self, owner) -> Protection:
         server = owner.target_model()

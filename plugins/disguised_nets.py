@@ -60,7 +60,6 @@ from torch import nn
 from privbench.api import (
     Defense,
     Protection,
-    classifier,
     hookimpl,
     param,
     train_server_on_encoded,
@@ -244,7 +243,7 @@ class DisguisedNets(Defense):
         encoder = DisguiseEncoder(tuple(facts.image_shape), self.block, self.matrix, self.permute,
                                   self.noise, self.noise_placement, key_seed)
         return Protection(encoder=encoder,
-                          server=classifier(facts.arch, encoder.padded_shape, facts.classes()))
+                          server=facts.service_classifier(encoder.padded_shape))
 
     def fit(self, owner) -> Protection:
         encoder = self.build(owner.facts).encoder.to(owner.device)

@@ -14,7 +14,6 @@ from torch import nn
 from privbench.api import (
     Defense,
     Protection,
-    classifier,
     hookimpl,
 )
 
@@ -28,7 +27,7 @@ class Identity(Defense):
 
     def build(self, facts) -> Protection:
         return Protection(encoder=nn.Identity(),
-                          server=classifier(facts.arch, facts.image_shape, facts.classes()))
+                          server=facts.service_classifier())
 
     def fit(self, owner) -> Protection:
         return Protection(encoder=nn.Identity(), server=owner.target_model())

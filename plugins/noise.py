@@ -23,7 +23,6 @@ from torch import nn
 from privbench.api import (
     Defense,
     Protection,
-    classifier,
     hookimpl,
     param,
     train_server_on_encoded,
@@ -61,7 +60,7 @@ class Noise(Defense):
 
     def build(self, facts) -> Protection:
         return Protection(encoder=NoisyInput(self.distribution, self.scale),
-                          server=classifier(facts.arch, facts.image_shape, facts.classes()))
+                          server=facts.service_classifier())
 
     def fit(self, owner) -> Protection:
         encoder = NoisyInput(self.distribution, self.scale)

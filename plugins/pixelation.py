@@ -46,7 +46,6 @@ from torch import nn
 from privbench.api import (
     Defense,
     Protection,
-    classifier,
     hookimpl,
     param,
     train_server_on_encoded,
@@ -112,7 +111,7 @@ class Pixelation(Defense):
 
     def build(self, facts) -> Protection:
         return Protection(encoder=PixelationEncoder(self.b, self.m, self.epsilon),
-                          server=classifier(facts.arch, facts.image_shape, facts.classes()))
+                          server=facts.service_classifier())
 
     def fit(self, owner) -> Protection:
         encoder = PixelationEncoder(self.b, self.m, self.epsilon)

@@ -79,7 +79,6 @@ from privbench.api import (
     SplitEncoder,
     apply,
     check_known_layer,
-    classifier,
     feature_size,
     fit,
     hookimpl,
@@ -190,7 +189,7 @@ class PrivacyFinetune(Defense):
 
     def build(self, facts) -> Protection:
         """A freshly initialised model of the service's architecture, cut at ``layer``."""
-        client, server = split_model(classifier(facts.arch, facts.image_shape, facts.classes()),
+        client, server = split_model(facts.service_classifier(),
                                      self.layer, facts.arch, self.name)
         return Protection(encoder=SplitEncoder(client, self.noise()), server=server)
 

@@ -57,7 +57,6 @@ from privbench.api import (
     Protection,
     SplitEncoder,
     check_known_layer,
-    classifier,
     feature_size,
     hookimpl,
     param,
@@ -111,7 +110,7 @@ class Split(Defense):
 
     def build(self, facts) -> Protection:
         """A freshly initialised model of the service's architecture, cut at ``layer``."""
-        model = classifier(facts.arch, facts.image_shape, facts.classes())
+        model = facts.service_classifier()
         client, server = split_model(model, self.layer, facts.arch)
         return Protection(encoder=SplitEncoder(client, self.perturbation()), server=server)
 

@@ -73,10 +73,9 @@ def train_server_on_encoded(owner, encoder: nn.Module, *, description: str,
     images as ``encoder`` sends them (drawn afresh every batch): the server of a defense whose
     service only ever sees protected data. ``owner`` is the defense's ``OwnerData``;
     ``input_shape``: the encoder's output shape when it differs from the image's (e.g. padded)."""
-    from privbench.models import classifier
     facts = owner.facts
-    server = classifier(facts.arch, input_shape or facts.image_shape, facts.classes())
-    server = train_classifier(server, owner.images, owner.labels(), owner, epochs=facts.target_epochs,
+    server = train_classifier(facts.service_classifier(input_shape), owner.images, owner.labels(), owner,
+                              epochs=facts.target_epochs,
                               transform=encoder, description=description)
     return server.cpu()
 

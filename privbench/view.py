@@ -68,6 +68,12 @@ class DataFacts:
         """How many classes ``task`` has (the target task by default)."""
         return self.task_classes[task or self.target_task]
 
+    def service_classifier(self, input_shape: tuple[int, ...] | None = None) -> nn.Module:
+        """A freshly initialised classifier of the service's architecture for the target task, on
+        inputs shaped like the image (or ``input_shape``, e.g. a padded disguised image)."""
+        from privbench.models import classifier
+        return classifier(self.arch, tuple(input_shape or self.image_shape), self.classes())
+
 
 class _Frozen:
     """Attributes are set once, in ``__init__``; a plugin cannot replace them."""

@@ -25,7 +25,6 @@ from privbench.api import (
     LabelTask,
     MetricSpec,
     Protection,
-    classifier,
     hookimpl,
     param,
     train_server_on_encoded,
@@ -52,7 +51,7 @@ class BoxBlurDefense(Defense):
 
     def build(self, facts) -> Protection:  # untrained modules; the harness loads the fitted state
         return Protection(encoder=BoxBlur(self.cell),
-                          server=classifier(facts.arch, facts.image_shape, facts.classes()))
+                          server=facts.service_classifier())
 
     def fit(self, owner) -> Protection:  # the owner's data only: owner.images, owner.labels()
         encoder = BoxBlur(self.cell)
