@@ -42,7 +42,13 @@ black-box / known-plaintext style (auto-recognition of converted images, a recon
 trained from converted to original images).
 
 Metrics: ``defense.entropy`` and ``defense.entropy_original``, the mean pixel entropy in bits of the
-converted and of the original test images (``pixel_entropy``).
+converted and of the original test images (``pixel_entropy``); ``defense.gradcam_iou``, whether the
+service still looks where it looked (the slides' "Conversion Quality": original image, the DLIS's
+saliency map on it, protected image, the DAPter-enabled DLIS's saliency map, all by Grad-CAM). The
+service model is the same frozen target model in both maps, so the metric is, per test image, the
+IoU of the top 20% pixels of its Grad-CAM map (Selvaraju et al. 2017, ``privbench.saliency``) on the
+converted image against that on the original, both for the image's true target-task class, averaged
+over the test images (1: the attention survives the conversion).
 """
 
 from __future__ import annotations
@@ -63,12 +69,15 @@ from privbench.api import (
     apply,
     batches,
     fit,
+    grad_cam,
     hookimpl,
     param,
+    saliency_iou,
 )
 
 MID_GRAY = 128 / 255  # DAPter's reference pixel value (R128, G128, B128) in [0, 1] units
 INTENSITY_LEVELS = 256
+SALIENT_FRACTION = 0.2  # defense.gradcam_iou compares each Grad-CAM map's top 20% of pixels
 
 
 def pixel_entropy(images: torch.Tensor) -> torch.Tensor:
@@ -90,6 +99,19 @@ def pixel_entropy(images: torch.Tensor) -> torch.Tensor:
 def mean_pixel_entropy(images: torch.Tensor) -> float:
     """``pixel_entropy`` averaged over the images (bits)."""
     return float(pixel_entropy(images).mean())
+
+
+def gradcam_iou(service: nn.Module, originals: torch.Tensor, converted: torch.Tensor,
+                classes: torch.Tensor, ctx, fraction: float = SALIENT_FRACTION) -> float:
+    """Mean IoU of the top-``fraction`` Grad-CAM pixels of ``service`` on converted vs original images.
+
+    DAPter's "Conversion Quality" figure: the service's saliency map (Grad-CAM at its last
+    convolution, for class ``classes[i]``) on the original image next to the one on the protected
+    image; 1 = the same pixels support the service's decision after the conversion.
+    """
+    on_original = grad_cam(service, originals, classes, ctx)
+    on_converted = grad_cam(service, converted, classes, ctx)
+    return float(saliency_iou(on_converted, on_original, fraction).mean())
 
 
 def levels_for(height: int, width: int, depth: int) -> int:
@@ -199,6 +221,7 @@ class Dapter(Defense):
     summary: ClassVar[str] = ("user-side U-Net pulling images to mid-gray while the frozen service "
                               "still classifies them, L_dap (Wu et al., DAPter)")
     cost_hint: ClassVar[float] = 3  # a U-Net encoder: slower to refit (shadow), invert (rmle), run
+    claims: ClassVar[frozenset[str]] = frozenset({"query-free", "black-box"})  # the service sees converted images only
 
     lam: float = param(0.9, "lambda: weight of L_eta (L1 to mid-gray) against L_acc (0.9: paper's "
                             "sweet spot)", minimum=0.0, maximum=1.0)
@@ -222,9 +245,13 @@ class Dapter(Defense):
         return Protection(encoder=unet.cpu().eval(), server=server)
 
     def evaluate(self, protection, data) -> dict[str, float]:
-        """DAPter's pixel entropy of the converted and of the original test images."""
-        return {"defense.entropy": mean_pixel_entropy(apply(protection.encoder, data.images, data)),
-                "defense.entropy_original": mean_pixel_entropy(data.images)}
+        """DAPter's pixel entropy of the converted and of the original test images, and the
+        overlap of the service's Grad-CAM saliency on them (the slides' "Conversion Quality")."""
+        converted = apply(protection.encoder, data.images, data)
+        return {"defense.entropy": mean_pixel_entropy(converted),
+                "defense.entropy_original": mean_pixel_entropy(data.images),
+                "defense.gradcam_iou": gradcam_iou(protection.server, data.images, converted,
+                                                   data.labels(), data)}
 
 
 @hookimpl

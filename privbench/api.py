@@ -38,8 +38,9 @@ from privbench.errors import NotApplicable, PrivbenchError
 from privbench.hookspecs import hookimpl
 from privbench.inversion import MirroredDecoder, invert, total_variation, train_decoder
 from privbench.metrics import MetricSpec, register_metric
-from privbench.models import Decoder, classifier, feature_classifier
+from privbench.models import Decoder, classifier, feature_classifier, mlp
 from privbench.params import param
+from privbench.saliency import grad_cam, saliency_iou
 from privbench.splitting import (
     LENET_LAYERS,
     NOISES,
@@ -68,7 +69,8 @@ __all__ = [
     "FeaturePerturbation", "LENET_LAYERS", "LabelTask", "MetricSpec", "MirroredDecoder",
     "NOISES", "NotApplicable", "OwnerData", "PrivbenchError", "Protection", "RESNET18_LAYERS",
     "SplitEncoder", "THREAT_MODELS", "accuracy", "apply", "batches", "check_known_layer",
-    "classifier", "digit_task_labels", "feature_classifier", "feature_size", "fit", "hookimpl",
-    "invert", "layer_names", "param", "register_metric", "split_model", "total_variation",
+    "classifier", "digit_task_labels", "feature_classifier", "feature_size", "fit", "grad_cam",
+    "hookimpl", "invert", "layer_names", "mlp", "param", "register_metric", "saliency_iou",
+    "split_model", "total_variation",
     "train_classifier", "train_decoder", "train_server_on_encoded",
 ]

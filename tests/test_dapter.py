@@ -1,4 +1,5 @@
-"""Behaviour of the ``dapter`` defense: a same-size U-Net, pixel entropy, the lambda trade-off."""
+"""Behaviour of the ``dapter`` defense: a same-size U-Net, pixel entropy, the lambda trade-off, the
+service's Grad-CAM attention on converted images."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import math
 
 import pytest
 import torch
+from torch import nn
 
-from privbench.api import ACCESS, OwnerData
+from privbench.api import ACCESS, EvaluationData, OwnerData, Protection
 from privbench.artifacts import cpu_state
 from privbench.progress import SilentProgress
 from privbench.testing import call_of, check_defense, dataset_call, fresh_artifacts, harness
@@ -144,3 +146,41 @@ def test_protection_rebuilds_from_its_state_and_gives_every_access_fact(lambda_s
         assert not torch.allclose(fresh(test), protection.encoder(test))  # untrained, not a copy
     assert Dapter().access() == frozenset(ACCESS)  # the U-Net runs on the user's device
     assert {"query", "white-box", "architecture", "server", "image-like"} <= Dapter().access()
+
+
+class Replace(nn.Module):
+    """A conversion that throws the image away: uniform noise from a fixed seed, or one gray value."""
+
+    def __init__(self, gray: float | None = None) -> None:
+        super().__init__()
+        self.gray = gray
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.gray is not None:
+            return torch.full_like(x, self.gray)
+        return torch.rand(x.shape, generator=torch.Generator().manual_seed(0))
+
+
+def gradcam_iou_of(conversion: nn.Module, runner, scenario) -> float:
+    """Dapter.evaluate's defense.gradcam_iou for ``conversion`` in front of the service's model."""
+    data = EvaluationData(scenario.facts(), scenario.images("test"),
+                          {task: scenario.labels("test", task) for task in scenario.dataset.tasks},
+                          device=torch.device("cpu"), progress=SilentProgress(),
+                          seed=scenario.streams.evaluation)
+    protection = Protection(encoder=conversion, server=runner.artifacts.target_model(scenario))
+    return Dapter().evaluate(protection, data)["defense.gradcam_iou"]
+
+
+@pytest.mark.slow
+def test_service_attention_survives_the_identity_and_not_a_destroyed_image(runner, digits_scenario):
+    assert gradcam_iou_of(nn.Identity(), runner, digits_scenario) == pytest.approx(1.0)
+    # observed (seed 0): uniform noise 0.13, mid-gray 0.25; two random 13-of-64 pixel sets: ~0.11
+    assert gradcam_iou_of(Replace(), runner, digits_scenario) < 0.4
+    assert gradcam_iou_of(Replace(gray=MID_GRAY), runner, digits_scenario) < 0.5
+
+
+@pytest.mark.slow
+def test_nearly_gray_dapter_images_lose_the_service_attention(lambda_sweep):
+    overlaps = {lam: lambda_sweep[lam][1]["defense.gradcam_iou"] for lam in LAMBDAS}
+    # observed (seed 0): 0.31 at lambda 0.5, 0.31 at 0.9, 0.26 at 0.99 (a mid-gray image: 0.25)
+    assert overlaps[0.99] < 0.5, overlaps

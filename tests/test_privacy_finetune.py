@@ -37,16 +37,19 @@ def finetune_run(runner):
 def test_center_loss_lowers_private_attribute_inference_below_plain_split(finetune_run):
     split = finetune_run["split"]["attack.accuracy"]
     finetuned = finetune_run["alpha 1"]["attack.accuracy"]
-    # observed on seed 0 (15 attack epochs): split 0.72, privacy-finetune (alpha 1) 0.28
-    assert finetuned < split - 0.25, (finetuned, split)
-    assert finetune_run["alpha 1"]["privacy.score"] > finetune_run["split"]["privacy.score"] + 0.25
+    # observed on seed 0 (15 attack epochs, standardised features): split 0.90, privacy-finetune
+    # (alpha 1) 0.79. The attacker on raw features saw 0.72 and 0.28: the center loss shrinks the
+    # features' scale far more than it removes the digit from them.
+    assert finetuned < split - 0.05, (finetuned, split)
+    assert finetune_run["alpha 1"]["privacy.score"] > finetune_run["split"]["privacy.score"] + 0.05
 
 
 @pytest.mark.slow
 def test_the_center_loss_not_the_fine_tuning_itself_does_it(finetune_run):
     without = finetune_run["alpha 0"]["attack.accuracy"]
     with_center_loss = finetune_run["alpha 1"]["attack.accuracy"]
-    assert with_center_loss < without - 0.25, (with_center_loss, without)
+    # observed on seed 0: alpha 0 0.91, alpha 1 0.79
+    assert with_center_loss < without - 0.05, (with_center_loss, without)
 
 
 @pytest.mark.slow
