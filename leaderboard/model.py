@@ -1,8 +1,17 @@
 """The leaderboard's numbers: per dataset, one row per defense, one group per (defense, attack).
 
 Everything here is plain data computed from the store's cells; the templates only lay it out.
-The combined score of a defense is its **worst case**: per seed, the lowest ``privacy.score`` over
-the attacks that ran on it (not-applicable attacks excluded), then mean ± std over seeds.
+
+- **Per threat model**, a defense's score is its worst case under that threat model's attacks: per
+  seed, the lowest ``privacy.score`` over those attacks (not-applicable ones excluded), then mean ±
+  std over seeds. Threat models are never mixed in one number except in the headline.
+- The **headline**, which ranks the defenses, is per seed the lowest of those worst cases over the
+  threat models the defense claims (``Defense.claims``), then mean ± std. A defense that claims
+  nothing (the unprotected baseline), or whose plugin is not installed so that its claims are
+  unknown, is ranked over every threat model of the page.
+- A defense is **incomplete** when one of its cells failed, or an attack of the page has no cell for
+  one of its seeds (not-applicable cells count as present): it is shown with the reasons and ranked
+  below every complete defense, so a crash never reads as a defense the attack failed to break.
 """
 
 from __future__ import annotations
@@ -10,7 +19,7 @@ from __future__ import annotations
 import re
 import shlex
 import statistics
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -121,13 +130,35 @@ class Group:
         return sorted({m.name for c in self.cells for m in c.metrics})
 
 
+@dataclass(frozen=True)
+class Problem:
+    """Why a defense is incomplete: one attack's failed or missing cells."""
+
+    attack: AttackColumn
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.attack.spec} ({self.attack.threat_model}): {self.text}"
+
+
+def seed_list(seeds: Iterable[int]) -> str:
+    seeds = sorted(seeds)
+    return f"seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
 @dataclass
 class DefenseRow:
-    """One defense spec (a parameter setting) of a dataset page, with its group per attack."""
+    """One defense spec (a parameter setting) of a dataset page, with its group per attack.
+
+    ``claims`` are the threat models the defense claims protection under (None: its plugin is not
+    installed, so they are unknown); ``threat_models`` those of the page's attacks, in column order."""
 
     spec: str
     name: str
     groups: dict[str, Group]
+    claims: frozenset[str] | None = None
+    threat_models: list[str] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
     rank: int = 0
 
     def values_by_seed(self, metric: str) -> dict[int, list[float]]:
@@ -148,9 +179,63 @@ class DefenseRow:
         return Stat.of(self.per_seed(metric).values())
 
     @cached_property
-    def worst_case(self) -> Stat | None:
-        """The combined score: per seed the minimum privacy.score over the attacks that ran."""
-        return Stat.of(min(scores) for scores in self.values_by_seed(SCORE).values())
+    def worst_by_threat_model(self) -> dict[str, dict[int, float]]:
+        """{threat model: {seed: the lowest privacy.score over that threat model's attacks}}."""
+        worst: dict[str, dict[int, float]] = {}
+        for group in self.groups.values():
+            for cell in group.done:
+                value = metric_of(cell, SCORE)
+                if value is not None:
+                    by_seed = worst.setdefault(group.attack.threat_model, {})
+                    by_seed[cell.seed] = min(value, by_seed.get(cell.seed, value))
+        return worst
+
+    def threat_stat(self, threat_model: str) -> Stat | None:
+        """The worst case under one threat model's attacks, mean ± std over seeds."""
+        return Stat.of(self.worst_by_threat_model.get(threat_model, {}).values())
+
+    @property
+    def claimed(self) -> list[str]:
+        """The claimed threat models in THREAT_MODELS' order ([] when none or unknown)."""
+        return [tm for tm in THREAT_MODELS if tm in (self.claims or ())]
+
+    @property
+    def headline_models(self) -> list[str]:
+        """The page's threat models the headline is taken over: the claimed ones, or every one when
+        the defense claims nothing or its claims are unknown."""
+        return [tm for tm in self.threat_models if not self.claims or tm in self.claims]
+
+    def counts_in_headline(self, threat_model: str) -> bool:
+        return threat_model in self.headline_models
+
+    @property
+    def headline_over(self) -> list[str]:
+        """The headline's threat models that have a score."""
+        return [tm for tm in self.headline_models if tm in self.worst_by_threat_model]
+
+    @cached_property
+    def headline(self) -> Stat | None:
+        """Per seed the lowest per-threat-model worst case over ``headline_models``; mean ± std."""
+        by_seed: dict[int, float] = {}
+        for tm in self.headline_models:
+            for seed, value in self.worst_by_threat_model.get(tm, {}).items():
+                by_seed[seed] = min(value, by_seed.get(seed, value))
+        return Stat.of(by_seed.values())
+
+    @property
+    def claims_text(self) -> str:
+        if self.claims is None:
+            return "claims unknown (its plugin is not installed): ranked over every threat model"
+        if not self.claims:
+            return "claims nothing: ranked over every threat model"
+        return "claims " + ", ".join(self.claimed)
+
+    @property
+    def complete(self) -> bool:
+        return not self.problems
+
+    def problems_in(self, threat_model: str) -> list[Problem]:
+        return [p for p in self.problems if p.attack.threat_model == threat_model]
 
     @property
     def attacks_scored(self) -> int:
@@ -160,14 +245,33 @@ class DefenseRow:
     def attacks_applicable(self) -> int:
         return sum(1 for g in self.groups.values() if g.status != "not-applicable")
 
-    @property
-    def failed(self) -> bool:
-        return any(c.status == "failed" for g in self.groups.values() for c in g.cells)
-
     def sort_key(self) -> tuple:
-        """Ranked by the worst case (higher first), ties by utility.accuracy, then by name."""
-        score, utility = self.worst_case, self.stat("utility.accuracy")
-        return (score is None, -(score.mean if score else 0), -(utility.mean if utility else 0), self.spec)
+        """Complete defenses first; then by the headline (higher first, none last), ties by
+        utility.accuracy, then by name."""
+        score, utility = self.headline, self.stat("utility.accuracy")
+        return (not self.complete, score is None, -(score.mean if score else 0),
+                -(utility.mean if utility else 0), self.spec)
+
+
+def find_problems(row: DefenseRow, attacks: list[AttackColumn]) -> list[Problem]:
+    """Every page attack with a failed cell, a done cell without privacy.score, or no cell for one
+    of the defense's seeds (a not-applicable cell counts as present)."""
+    seeds = {c.seed for group in row.groups.values() for c in group.cells}
+    problems = []
+    for attack in attacks:
+        group = row.groups.get(attack.spec)
+        cells = group.cells if group else []
+        missing = seeds - {c.seed for c in cells}
+        if missing:
+            problems.append(Problem(attack, f"no cell for {seed_list(missing)}: not run against this defense"))
+        failed: dict[str, list[int]] = {}
+        for cell in cells:
+            if cell.status == "done" and metric_of(cell, SCORE) is None:
+                failed.setdefault(f"done but recorded no {SCORE}", []).append(cell.seed)
+            elif cell.status not in ("done", "not-applicable"):
+                failed.setdefault(f"{cell.status}: {cell.reason or 'no reason recorded'}", []).append(cell.seed)
+        problems += [Problem(attack, f"{text} ({seed_list(s)})") for text, s in failed.items()]
+    return problems
 
 
 @dataclass
@@ -193,6 +297,17 @@ class DatasetPage:
 
     def count(self, status: str) -> int:
         return sum(1 for c in self.cells if c.status == status)
+
+    @property
+    def threat_models(self) -> list[str]:
+        """The threat models of the page's attacks, in column order."""
+        return unique(a.threat_model for a in self.attacks)
+
+    @property
+    def leader(self) -> DefenseRow | None:
+        """The top-ranked defense when it is complete and has a headline score."""
+        top = self.rows[0] if self.rows else None
+        return top if top is not None and top.complete and top.headline is not None else None
 
     def threat_groups(self) -> list[tuple[str, int]]:
         """(threat model, number of attack columns) in column order, for the grouped header."""
@@ -258,14 +373,20 @@ def attack_columns(cells: list[Cell]) -> list[AttackColumn]:
     return sorted(columns.values(), key=order)
 
 
-def defense_rows(cells: list[Cell], attacks: list[AttackColumn]) -> list[DefenseRow]:
-    """One row per defense spec, ranked, each with its (defense, attack) groups."""
+def defense_rows(cells: list[Cell], attacks: list[AttackColumn],
+                 claims: Mapping[str, frozenset[str]] | None = None) -> list[DefenseRow]:
+    """One row per defense spec, ranked, each with its (defense, attack) groups, its claims (looked up
+    by defense name in ``claims``; None when absent) and the reasons it is incomplete."""
     by_attack = {a.spec: a for a in attacks}
+    threat_models = unique(a.threat_model for a in attacks)
     rows: dict[str, DefenseRow] = {}
     for cell in cells:
-        row = rows.setdefault(cell.defense_spec, DefenseRow(cell.defense_spec, cell.defense, {}))
+        row = rows.setdefault(cell.defense_spec, DefenseRow(
+            cell.defense_spec, cell.defense, {}, (claims or {}).get(cell.defense), threat_models))
         group = row.groups.setdefault(cell.attack_spec, Group("", cell.defense_spec, by_attack[cell.attack_spec], []))
         group.cells.append(cell)
+    for row in rows.values():
+        row.problems = find_problems(row, attacks)
     ranked = sorted(rows.values(), key=DefenseRow.sort_key)
     for rank, row in enumerate(ranked, 1):
         row.rank = rank
@@ -286,8 +407,10 @@ def page_filenames(specs: list[str]) -> dict[str, str]:
     return names
 
 
-def dataset_pages(cells: list[Cell], runs: dict[int, Run]) -> list[DatasetPage]:
-    """One page per dataset spec, in the store's order."""
+def dataset_pages(cells: list[Cell], runs: dict[int, Run],
+                  claims: Mapping[str, frozenset[str]] | None = None) -> list[DatasetPage]:
+    """One page per dataset spec, in the store's order; ``claims`` maps a defense name to the threat
+    models it claims (``Defense.claims``); a defense missing from it has unknown claims."""
     by_dataset: dict[str, list[Cell]] = {}
     for cell in cells:
         by_dataset.setdefault(cell.dataset_spec, []).append(cell)
@@ -295,5 +418,6 @@ def dataset_pages(cells: list[Cell], runs: dict[int, Run]) -> list[DatasetPage]:
     pages = []
     for spec, members in by_dataset.items():
         attacks = attack_columns(members)
-        pages.append(DatasetPage(spec, filenames[spec], attacks, defense_rows(members, attacks), members, runs))
+        rows = defense_rows(members, attacks, claims)
+        pages.append(DatasetPage(spec, filenames[spec], attacks, rows, members, runs))
     return pages

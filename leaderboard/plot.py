@@ -16,7 +16,7 @@ WIDTH, HEIGHT = 600, 400
 LEFT, RIGHT, TOP, BOTTOM = 64, 24, 16, 56
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
            "#9c755f", "#bab0ac")
-COMBINED = "worst case over attacks"
+HEADLINE = "headline: worst case over the claimed threat models"
 CHAR_WIDTH, LABEL_CHARS = 6.4, 30  # 11 px labels
 LABEL_DY = (-8, 14, -20, 26, -32, 38, -44)
 
@@ -91,6 +91,7 @@ class Plot:
     key: str
     choice: str
     y_label: str
+    left_out: list[str] = field(default_factory=list)  # defense specs left out, as incomplete
     points: list[Point] = field(default_factory=list)
     lines: list[tuple[str, str]] = field(default_factory=list)  # (colour, SVG polyline points)
     legend: list[tuple[str, str]] = field(default_factory=list)  # (defense name, colour)
@@ -159,10 +160,12 @@ def sweep_lines(points: list[Point], names: list[str]) -> list[tuple[str, str]]:
     return lines
 
 
-def build_plot(key: str, choice: str, y_label: str, rows: list[DefenseRow], y_of) -> Plot:
-    """The plot of ``rows`` with ``y_of(row)`` (a Stat or None) on the y axis."""
+def build_plot(key: str, choice: str, y_label: str, rows: list[DefenseRow], y_of,
+               left_out: list[str] | None = None) -> Plot:
+    """The plot of ``rows`` with ``y_of(row)`` (a Stat or None) on the y axis; ``left_out`` names the
+    incomplete defenses the caller left out of ``rows``."""
     colours = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(sorted({r.name for r in rows}))}
-    plot = Plot(key, choice, y_label)
+    plot = Plot(key, choice, y_label, left_out or [])
     names = []
     for row in rows:
         x, y = row.stat("utility.accuracy"), y_of(row)
@@ -176,13 +179,24 @@ def build_plot(key: str, choice: str, y_label: str, rows: list[DefenseRow], y_of
     return plot
 
 
+def split_rows(rows: list[DefenseRow], incomplete) -> tuple[list[DefenseRow], list[str]]:
+    """The rows ``incomplete(row)`` keeps, and the specs of those it leaves out."""
+    return [r for r in rows if not incomplete(r)], [r.spec for r in rows if incomplete(r)]
+
+
 def page_plots(page: DatasetPage) -> list[Plot]:
-    """The worst-case plot first, then one per attack; only plots with points."""
-    plots = [build_plot("p0", COMBINED, f"combined {SCORE} (worst case)", page.rows, lambda row: row.worst_case)]
-    for index, attack in enumerate(page.attacks, 1):
+    """The headline plot first (complete defenses only), then one per threat model (defenses with no
+    failed or missing cell under it), then one per attack; only plots with points."""
+    kept, left_out = split_rows(page.rows, lambda row: not row.complete)
+    plots = [build_plot("p0", HEADLINE, f"headline {SCORE}", kept, lambda row: row.headline, left_out)]
+    for tm in page.threat_models:
+        kept, left_out = split_rows(page.rows, lambda row, tm=tm: row.problems_in(tm))
+        plots.append(build_plot(f"p{len(plots)}", f"worst case under {tm} attacks", f"{SCORE} worst case, {tm}",
+                                kept, lambda row, tm=tm: row.threat_stat(tm), left_out))
+    for attack in page.attacks:
         def score(row: DefenseRow, spec: str = attack.spec) -> Stat | None:
             group = row.groups.get(spec)
             return group.score if group else None
-        plots.append(build_plot(f"p{index}", f"{attack.spec} ({attack.threat_model})",
+        plots.append(build_plot(f"p{len(plots)}", f"{attack.spec} ({attack.threat_model})",
                                 f"{SCORE} under {attack.spec}", page.rows, score))
     return [plot for plot in plots if plot.points]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
+from collections.abc import Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -100,26 +101,34 @@ def site_info() -> dict[str, str]:
     return {"version": privbench_version, "generated": now}
 
 
-def build(store: Store, out: Path) -> list[DatasetPage]:
+def installed_claims() -> dict[str, frozenset[str]]:
+    """Each installed defense's ``Defense.claims`` by name. The store keeps the defense's name, not
+    its class, so the claims are those of the plugin installed where the site is rendered."""
+    from privbench.plugins import load_registry
+    return {item.name: frozenset(item.cls.claims) for item in load_registry().all("defense")}
+
+
+def build(store: Store, out: Path, claims: Mapping[str, frozenset[str]] | None = None) -> list[DatasetPage]:
     """Read the store, write the images and return the pages with their plots."""
     cells = store.cells()
     runs = {run.id: run for run in store.runs()}
     images = write_images(store, cells, out / "img")
-    pages = dataset_pages(cells, runs)
+    pages = dataset_pages(cells, runs, installed_claims() if claims is None else claims)
     for page in pages:
         page.images = {c.id: images[c.id] for c in page.cells if c.id in images}
         page.plots = page_plots(page)
     return pages
 
 
-def render_site(store: Store, out_dir: str | Path) -> Path:
+def render_site(store: Store, out_dir: str | Path, claims: Mapping[str, frozenset[str]] | None = None) -> Path:
     """Render the leaderboard of everything in ``store`` into ``out_dir``; return its ``index.html``.
 
-    Files are overwritten in place; nothing else in ``out_dir`` is removed."""
+    ``claims`` maps a defense name to the threat models it claims; by default each installed
+    defense's ``Defense.claims``. Files are overwritten in place; nothing else in ``out_dir`` is removed."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(STATIC, out / "static", dirs_exist_ok=True)
-    pages = build(store, out)
+    pages = build(store, out, claims)
     env, site = environment(), site_info()
     for page in pages:
         html = env.get_template("dataset.html").render(page=page, pages=pages, site=site)

@@ -24,6 +24,7 @@ class Identity(Defense):
 
     name: ClassVar[str] = "identity"
     summary: ClassVar[str] = "no protection: the raw image goes to the unprotected target model"
+    claims: ClassVar[frozenset[str]] = frozenset()  # the baseline claims nothing: ranked over every threat model
 
     def build(self, facts) -> Protection:
         return Protection(encoder=nn.Identity(),

@@ -53,6 +53,7 @@ class Noise(Defense):
     name: ClassVar[str] = "noise"
     summary: ClassVar[str] = "Gaussian (sigma) or Laplace (b) noise on the input, f(x+eps) (He et al.)"
     needs_target_model: ClassVar[bool] = False  # its server trains on noisy data from scratch
+    claims: ClassVar[frozenset[str]] = frozenset({"white-box", "black-box", "query-free"})  # He et al., Sec. 7.4
 
     distribution: str = param("gaussian", "noise distribution", choices=("gaussian", "laplace"))
     scale: float = param(0.3, "sigma (Gaussian std) or b (Laplace scale), pixels in [0, 1]",

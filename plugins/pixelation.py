@@ -102,6 +102,7 @@ class Pixelation(Defense):
     name: ClassVar[str] = "pixelation"
     summary: ClassVar[str] = "b x b cell means + Laplace noise 255m/(b^2 eps), epsilon-DP (Fan 2018)"
     needs_target_model: ClassVar[bool] = False  # its server trains on pixelated data from scratch
+    claims: ClassVar[frozenset[str]] = Defense.claims  # all: epsilon-DP holds whatever the attacker knows (Fan)
 
     b: int = param(2, "b: side of the pixelization cells (Fan: 16 on large images)", minimum=1)
     m: int = param(1, "m: neighbourhood, how many pixels may differ between neighbouring images "

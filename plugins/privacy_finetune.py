@@ -151,6 +151,7 @@ class PrivacyFinetune(Defense):
                               "features (+ noise), ship the first half as a closed box (Prodomo)")
     gives: ClassVar[frozenset[str]] = frozenset({"query", "white-box", "architecture", "server",
                                                  "known-pairs"})
+    claims: ClassVar[frozenset[str]] = frozenset({"white-box", "black-box", "query-free"})  # service has the weights
     withheld_reasons: ClassVar[dict[str, str]] = {
         "white-box": "defense 'privacy-finetune' with client_weights=closed: the client half ships "
                      "as a closed box and the service kept no copy of its weights",

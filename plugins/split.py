@@ -76,6 +76,7 @@ class Split(Defense):
                               "the features (He et al.)")
     gives: ClassVar[frozenset[str]] = frozenset({"query", "white-box", "architecture", "server",
                                                    "known-pairs"})
+    claims: ClassVar[frozenset[str]] = frozenset({"white-box", "black-box", "query-free"})  # He et al., Sec. 7.4
     withheld_reasons: ClassVar[dict[str, str]] = {
         "image-like": "defense 'split' sends intermediate features f1(x), not images shaped like "
                       "the input"}

@@ -77,7 +77,9 @@ def _describe(item) -> dict:
         info["privacy_mapping"] = PRIVACY_MAPPINGS[cls.produces]
     elif item.kind == "defense":
         info["gives"] = sorted(cls.gives)
-        info["access"] = "gives " + ", ".join(sorted(cls.gives))
+        info["claims"] = sorted(cls.claims)
+        claims = ", ".join(sorted(cls.claims)) or "nothing (ranked over every threat model)"
+        info["access"] = "gives " + ", ".join(sorted(cls.gives)) + "; claims " + claims
     else:
         info["tasks"] = {t.name: t.description for t in cls.tasks}
         info["default_target"], info["default_private"] = cls.default_target, cls.default_private

@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import html
 import io
+import json
 import re
 import shlex
 from html.parser import HTMLParser
@@ -16,6 +17,7 @@ from conftest import run_matrix
 from leaderboard import render_site
 from leaderboard.model import Stat, dataset_pages, page_filenames
 from leaderboard.plot import Point, mark_pareto
+from leaderboard.render import installed_claims
 from privbench.core import Artifact
 from privbench.params import parse_spec
 from privbench.schedule import MatrixConfig, plan
@@ -97,7 +99,9 @@ def test_site_works_offline(site):
                 assert (site / ref.split("#")[0]).is_file(), (page.name, ref)
 
 
-def test_ranking_ranks_by_the_worst_case_over_attacks(store, digits_html):
+def test_ranking_ranks_by_the_headline_worst_case(store, digits_html):
+    """Every attack here is black-box and every defense claims black-box (identity claims nothing and
+    is ranked over every threat model), so the headline is the worst case over every attack."""
     cells = [c for c in store.cells() if c.dataset == "digits"]
     scores: dict[tuple[str, int], list[float]] = {}
     for cell in cells:
@@ -107,10 +111,11 @@ def test_ranking_ranks_by_the_worst_case_over_attacks(store, digits_html):
     expected = {}
     for (defense, _), values in scores.items():
         expected.setdefault(defense, []).append(min(values))
-    page = dataset_pages(cells, {})[0]
+    page = dataset_pages(cells, {}, installed_claims())[0]
     for row in page.rows:
-        assert row.worst_case.mean == pytest.approx(sum(expected[row.spec]) / 2)
-        assert row.worst_case.n == 2 and row.attacks_scored == 2 and row.attacks_applicable == 2
+        assert row.headline.mean == pytest.approx(sum(expected[row.spec]) / 2)
+        assert row.headline.n == 2 and row.attacks_scored == 2 and row.attacks_applicable == 2
+        assert row.complete and row.headline_over == ["black-box"]
     ranked = [row.spec for row in page.rows]
     assert ranked == sorted(expected, key=lambda d: -sum(expected[d]))
     shown = re.findall(r'data-col="defense" data-value="([^"]+)"', digits_html)
@@ -121,7 +126,10 @@ def test_ranking_shows_every_number_with_its_metric_spread_and_n(digits_html):
     for metric in ("utility.accuracy", "utility.drop", "privacy.score", "cost.fit_s",
                    "cost.encode_ms_per_image"):
         assert metric in digits_html
-    assert "worst case" in digits_html and "Combined score" in digits_html
+    assert "worst case per threat model" in digits_html and "Headline" in digits_html
+    assert "claims nothing: ranked over every threat model" in digits_html  # identity
+    assert "claims white-box, black-box, query-free" in digits_html  # noise
+    assert "status incomplete" not in digits_html  # every digits cell is done or not applicable
     assert re.search(r'class="spread">± \d\.\d{3} · n=2<', digits_html)
     for threat_model in ("black-box",):
         assert f'<span class="tm">{threat_model}</span>' in digits_html
@@ -139,10 +147,11 @@ def test_heatmap_marks_not_applicable_and_failed_cells_with_their_reason(site, d
 def test_privacy_utility_plot_has_sweep_lines_pareto_front_and_a_choice(digits_html):
     tags = Tags(digits_html)
     options = re.findall(r'<option value="p\d">([^<]+)</option>', digits_html)
-    assert options == ["worst case over attacks", "attribute-inference:epochs=3 (black-box)",
+    assert options == ["headline: worst case over the claimed threat models", "worst case under black-box attacks",
+                       "attribute-inference:epochs=3 (black-box)",
                        "inverse-network:epochs=3 (black-box)"]  # class-membership never applied: no plot
-    assert len(tags.all("svg")) == 3 and len([p for p in tags.all("figure") if "data-plot" in p]) == 3
-    assert len([p for p in tags.all("polyline") if p.get("class") == "sweep"]) == 3  # noise, per plot
+    assert len(tags.all("svg")) == 4 and len([p for p in tags.all("figure") if "data-plot" in p]) == 4
+    assert len([p for p in tags.all("polyline") if p.get("class") == "sweep"]) == 4  # noise, per plot
     assert [p for p in tags.all("circle") if p.get("class") == "ring"]
     assert "utility.accuracy (fraction, target task)" in digits_html
     assert "privacy.score under inverse-network:epochs=3 [0, 1]" in digits_html
@@ -237,28 +246,147 @@ def test_store_strings_render_as_text(tmp_path):
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["site"]  # nothing was written beside the site
 
 
-def _outcome(key: str, defense: str, attack: str, seed: int, status: str = "done", **metrics) -> CellOutcome:
+def _outcome(key: str, defense: str, attack: str, seed: int, status: str = "done", *,
+             threat_model: str = "black-box", **metrics) -> CellOutcome:
     now = dt.datetime(2024, 1, 1)
+    reasons = {"failed": "RuntimeError: boom", "not-applicable": f"{attack} needs what {defense} withholds"}
     return CellOutcome(key=key, dataset="digits", dataset_spec="digits", dataset_params={}, defense=defense,
                        defense_spec=defense, defense_params={}, attack=attack, attack_spec=attack, attack_params={},
-                       seed=seed, threat_model="black-box", status=status, started_at=now, finished_at=now,
-                       reason="RuntimeError: boom" if status == "failed" else None, metrics=metrics)
+                       seed=seed, threat_model=threat_model, status=status, started_at=now, finished_at=now,
+                       reason=reasons.get(status), metrics=metrics)
 
 
-def test_a_partly_failed_pair_is_flagged_and_left_out_of_the_worst_case(tmp_path):
+def _store(tmp_path: Path, outcomes: list[CellOutcome]) -> Store:
     store = Store(f"sqlite:///{tmp_path / 's.db'}")
     run = store.start_run({}, {}, "host")
-    for outcome in (_outcome("a", "blur", "inv", 0, **{"privacy.score": 0.8, "utility.accuracy": 0.9}),
-                    _outcome("b", "blur", "inv", 1, "failed"),
-                    _outcome("c", "blur", "attr", 0, **{"privacy.score": 0.6, "utility.accuracy": 0.9}),
-                    _outcome("d", "blur", "attr", 1, **{"privacy.score": 0.4, "utility.accuracy": 0.7})):
+    for outcome in outcomes:
         store.save_cell(run, outcome)
+    return store
+
+
+def _scored(defense: str, attack: str, scores: tuple[float, ...], threat_model: str = "black-box",
+            accuracy: float = 0.9) -> list[CellOutcome]:
+    """One done cell per seed (0, 1, ...) with the given privacy.score."""
+    return [_outcome(f"{defense}/{attack}/{seed}", defense, attack, seed, threat_model=threat_model,
+                     **{"privacy.score": score, "utility.accuracy": accuracy})
+            for seed, score in enumerate(scores)]
+
+
+def _failed(defense: str, attack: str, seeds: int = 2) -> list[CellOutcome]:
+    return [_outcome(f"{defense}/{attack}/{seed}", defense, attack, seed, "failed") for seed in range(seeds)]
+
+
+def test_a_partly_failed_pair_makes_the_defense_incomplete_and_is_left_out_of_its_numbers(tmp_path):
+    store = _store(tmp_path, [
+        _outcome("a", "blur", "inv", 0, **{"privacy.score": 0.8, "utility.accuracy": 0.9}),
+        _outcome("b", "blur", "inv", 1, "failed"),
+        _outcome("c", "blur", "attr", 0, **{"privacy.score": 0.6, "utility.accuracy": 0.9}),
+        _outcome("d", "blur", "attr", 1, **{"privacy.score": 0.4, "utility.accuracy": 0.7})])
     row = dataset_pages(store.cells(), {})[0].rows[0]
-    assert row.groups["inv"].status == "mixed" and row.failed
-    assert row.worst_case == Stat(0.5, pytest.approx(0.1414, abs=1e-4), 2)  # seed 0: min(0.8, 0.6); seed 1: 0.4
+    assert row.groups["inv"].status == "mixed" and not row.complete
+    assert [str(p) for p in row.problems] == ["inv (black-box): failed: RuntimeError: boom (seed 1)"]
+    assert row.headline == Stat(0.5, pytest.approx(0.1414, abs=1e-4), 2)  # seed 0: min(0.8, 0.6); seed 1: 0.4
     assert row.stat("utility.accuracy").mean == pytest.approx(0.8)
-    html = render_site(store, tmp_path / "site").with_name("digits.html").read_text()
+    html = render_site(store, tmp_path / "site", claims={}).with_name("digits.html").read_text()
     assert "⚠ 0.800" in html and "⚠ 0.500" in html and "failed: RuntimeError: boom (seed 1)" in html
+
+
+def test_a_defense_whose_attacks_crashed_ranks_below_complete_ones_with_the_reason(tmp_path):
+    """A crash is no defense: 'crashy' scores 0.9 on the attack that ran, far above 'solid', yet ranks below it."""
+    store = _store(tmp_path, [*_scored("solid", "inv", (0.2, 0.2)), *_scored("solid", "attr", (0.3, 0.3)),
+                              *_failed("crashy", "inv"), *_scored("crashy", "attr", (0.9, 0.9)),
+                              *_failed("dead", "inv"), *_failed("dead", "attr")])
+    page = dataset_pages(store.cells(), {}, {})[0]
+    assert [row.spec for row in page.rows] == ["solid", "crashy", "dead"]
+    solid, crashy, dead = page.rows
+    assert solid.complete and not crashy.complete and not dead.complete
+    assert crashy.headline.mean == pytest.approx(0.9) and dead.headline is None
+    assert [str(p) for p in crashy.problems] == ["inv (black-box): failed: RuntimeError: boom (seeds 0, 1)"]
+    assert page.leader is solid
+    site = render_site(store, tmp_path / "site", claims={}).parent
+    html = (site / "digits.html").read_text()
+    ranking = html.split('id="ranking-table"')[1].split("</table>")[0]
+    assert ranking.count('<tr class="incomplete">') == 2
+    assert "<li>inv (black-box): failed: RuntimeError: boom (seeds 0, 1)</li>" in ranking
+    assert re.findall(r'data-col="defense" data-value="([^"]+)"', ranking) == ["solid", "crashy", "dead"]
+    assert "<code>solid</code> 0.200" in (site / "index.html").read_text()
+
+
+def test_a_missing_cell_makes_a_defense_incomplete_and_a_not_applicable_one_does_not(tmp_path):
+    store = _store(tmp_path, [
+        *_scored("full", "inv", (0.2, 0.3)), *_scored("full", "attr", (0.4, 0.5)),
+        *_scored("gapped", "inv", (0.8, 0.9)), *_scored("gapped", "attr", (0.7,)),  # no attr cell for seed 1
+        *_scored("unrun", "inv", (0.9, 0.9)),  # attr never ran against it
+        *_scored("sealed", "inv", (0.6, 0.6)),
+        *[_outcome(f"sealed/attr/{seed}", "sealed", "attr", seed, "not-applicable") for seed in (0, 1)]])
+    rows = {row.spec: row for row in dataset_pages(store.cells(), {}, {})[0].rows}
+    assert rows["full"].complete and rows["sealed"].complete
+    assert [str(p) for p in rows["gapped"].problems] == [
+        "attr (black-box): no cell for seed 1: not run against this defense"]
+    assert [str(p) for p in rows["unrun"].problems] == [
+        "attr (black-box): no cell for seeds 0, 1: not run against this defense"]
+    assert rows["sealed"].rank < rows["full"].rank < rows["gapped"].rank
+
+
+def test_headline_ignores_threat_models_the_defense_does_not_claim(tmp_path):
+    """disguised-nets claims query-free and black-box (its plugin's declaration): a white-box break (a
+    leaked key) shows in its white-box column but leaves its headline alone; noise claims white-box,
+    so the same break lowers its headline; identity claims nothing and is ranked over every one."""
+    claims = installed_claims()
+    assert claims["disguised-nets"] == {"query-free", "black-box"} and "white-box" in claims["noise"]
+    assert claims["identity"] == frozenset()
+    store = _store(tmp_path, [
+        *_scored("disguised-nets", "rmle", (0.05, 0.15), "white-box"),
+        *_scored("disguised-nets", "inverse-network", (0.7, 0.8), "black-box"),
+        *_scored("disguised-nets", "examiner", (0.9, 0.9), "query-free"),
+        *_scored("noise", "rmle", (0.3, 0.3), "white-box"),
+        *_scored("noise", "inverse-network", (0.5, 0.5), "black-box"),
+        *_scored("noise", "examiner", (0.6, 0.6), "query-free"),
+        *_scored("identity", "rmle", (0.0, 0.0), "white-box"),
+        *_scored("identity", "inverse-network", (0.1, 0.1), "black-box"),
+        *_scored("identity", "examiner", (0.2, 0.2), "query-free")])
+    page = dataset_pages(store.cells(), {}, claims)[0]
+    assert page.threat_models == ["white-box", "black-box", "query-free"]
+    assert [row.spec for row in page.rows] == ["disguised-nets", "noise", "identity"]
+    disguised, noise, identity = page.rows
+    assert disguised.headline.mean == pytest.approx(0.75) and disguised.headline_over == ["black-box", "query-free"]
+    assert disguised.threat_stat("white-box").mean == pytest.approx(0.1)
+    assert noise.headline.mean == pytest.approx(0.3)
+    assert identity.headline.mean == pytest.approx(0.0)
+    assert identity.headline_over == ["white-box", "black-box", "query-free"]
+    html = render_site(store, tmp_path / "site").with_name("digits.html").read_text()  # the installed claims
+    ranking = html.split('id="ranking-table"')[1].split("</table>")[0]
+    first = ranking.split("<tbody>")[1].split("</tr>")[0]
+    assert "claims black-box, query-free" in first and "over black-box, query-free" in first
+    white_box = re.search(r'<td class="num threat unclaimed" data-col="t1" data-value="([^"]+)"', first)
+    assert white_box and float(white_box.group(1)) == pytest.approx(0.1) and "not claimed" in first
+
+
+def test_worst_case_per_threat_model_is_the_per_seed_minimum_then_the_mean(tmp_path):
+    """Per seed the lowest score of a threat model's attacks, then the mean: not the lowest mean."""
+    store = _store(tmp_path, [*_scored("d", "bb1", (0.6, 0.3)), *_scored("d", "bb2", (0.4, 0.5)),
+                              *_scored("d", "qf", (0.9, 0.2), "query-free")])
+    row = dataset_pages(store.cells(), {}, {"d": frozenset({"black-box", "query-free"})})[0].rows[0]
+    assert row.threat_stat("black-box") == Stat(pytest.approx(0.35), pytest.approx(0.0707, abs=1e-4), 2)
+    assert row.threat_stat("query-free").mean == pytest.approx(0.55)
+    assert row.threat_stat("white-box") is None
+    assert row.headline.mean == pytest.approx(0.3)  # seed 0: min(0.4, 0.9); seed 1: min(0.3, 0.2)
+
+
+def test_claims_must_be_threat_models_and_privbench_list_shows_them():
+    from click.testing import CliRunner
+
+    from privbench.cli import main
+    from privbench.core import Defense
+    from privbench.errors import PluginError
+    with pytest.raises(PluginError, match=r"claims frozenset\(\{'whitebox'\}\); accepted: .*white-box"):
+        type("Typo", (Defense,), {"claims": frozenset({"whitebox"})})
+    with pytest.raises(PluginError, match="claims 'white-box'"):
+        type("Bare", (Defense,), {"claims": "white-box"})
+    listing = CliRunner().invoke(main, ["list", "defenses", "--format", "json"])
+    defenses = {d["name"]: d for d in json.loads(listing.stdout)["defenses"]}
+    assert defenses["disguised-nets"]["claims"] == ["black-box", "query-free"]
+    assert defenses["identity"]["access"].endswith("claims nothing (ranked over every threat model)")
 
 
 def test_page_filenames_are_safe_and_unique():

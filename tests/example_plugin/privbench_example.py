@@ -46,6 +46,7 @@ class BoxBlurDefense(Defense):
     name: ClassVar[str] = "box-blur"
     summary: ClassVar[str] = "average k x k pixel cells; the server trains on blurred images"
     needs_target_model: ClassVar[bool] = False  # a scheduling hint: fit() trains its own server
+    claims: ClassVar[frozenset[str]] = frozenset({"query-free", "black-box"})  # threat models it claims to withstand
 
     cell: int = param(2, "side of the averaged cells in pixels", minimum=1)
 
