@@ -18,6 +18,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from privbench.errors import PluginError, accepted
 from privbench.params import ParamInfo, parameters_of, validate_params
 
 if TYPE_CHECKING:  # torch is imported lazily, only when a command runs plugins
@@ -82,8 +83,9 @@ class Plugin:
 class Defense(Plugin):
     """A protection the data owner applies before data reaches the untrusted party.
 
-    Subclasses are dataclasses; they set ``name``, ``summary`` and ``gives`` (the ACCESS facts an
-    attacker can have against this defense) and implement ``build`` and ``fit``:
+    Subclasses are dataclasses; they set ``name``, ``summary``, ``gives`` (the ACCESS facts an
+    attacker can have against this defense) and ``claims`` (the THREAT_MODELS under which the
+    defense's paper claims protection) and implement ``build`` and ``fit``:
 
     - ``build(facts)``: the protection's modules, untrained (a fresh key, fresh weights) from the
       global random state the harness seeded. The harness uses it to rebuild a cached protection
@@ -97,12 +99,24 @@ class Defense(Plugin):
     kind: ClassVar[str] = "defense"
     gives: ClassVar[frozenset[str]] = frozenset(ACCESS)
     withheld_reasons: ClassVar[dict[str, str]] = {}
+    # The threat models (THREAT_MODELS words) under which the defense claims protection, as its paper
+    # states them: the leaderboard's headline is the worst case over these only, and attacks of the
+    # others still show beside it. Default: every threat model. An empty set claims nothing (the
+    # unprotected baseline); the leaderboard then ranks the defense over every threat model.
+    claims: ClassVar[frozenset[str]] = frozenset(THREAT_MODELS)
     # Scheduling hints only. Whether fit() starts from the service's trained target model
     # (owner.target_model()): parallel executors fit the defenses that do not while it trains.
     needs_target_model: ClassVar[bool] = True
     # Relative cost of fitting and running the encoder (1 = a fixed transform or a small network);
     # it scales the cost_hint of every attack on this defense.
     cost_hint: ClassVar[float] = 1.0
+
+    def __init_subclass__(cls, **kwargs) -> None:
+        """Refuse, when the class is defined, ``claims`` that are not a set of THREAT_MODELS words."""
+        super().__init_subclass__(**kwargs)
+        if not isinstance(cls.claims, (set, frozenset)) or not set(cls.claims) <= set(THREAT_MODELS):
+            raise PluginError(f"defense class {cls.__name__} claims {cls.claims!r}; accepted: a frozenset "
+                              f"of threat models from {accepted(THREAT_MODELS)}")
 
     def access(self) -> frozenset[str]:
         """The access facts this configured defense gives an attacker (may depend on parameters)."""
@@ -159,6 +173,13 @@ class Attack(Plugin):
         """Target-task classes the harness leaves out of the owner's training data for this cell
         (class-membership tests); 0: none. The harness chooses which, and the attack never learns."""
         return 0
+
+    def probe_dataset(self, dataset: str) -> str | None:
+        """For a class-statistic attack on ``dataset``: the dataset whose classes the harness adds
+        as out-of-training probe classes (resized and converted to the scenario's images), or
+        None to hold out classes of the scenario's own target task instead (``held_out_classes``).
+        Resolved when the matrix is planned, so an unknown name fails before anything runs."""
+        return None
 
     def run(self, view: AttackView) -> AttackOutput:  # pragma: no cover - abstract
         raise NotImplementedError

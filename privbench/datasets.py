@@ -140,6 +140,21 @@ def resized(dataset: Dataset, size: int) -> Dataset:
     return Dataset(dataset.name, images, dataset.labels, dataset.tasks)
 
 
+def conformed(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """``images`` converted to ``shape`` = (C, H, W): grey to colour by repeating the channel,
+    colour to grey by the channel mean, then bilinear resizing with antialiasing (e.g. foreign
+    probe images fed to a scenario's model)."""
+    import torch.nn.functional as F
+    channels, height, width = shape
+    if images.shape[1] != channels:
+        images = (images.mean(1, keepdim=True) if channels == 1
+                  else images.mean(1, keepdim=True).expand(-1, channels, -1, -1))
+    if tuple(images.shape[-2:]) != (height, width):
+        images = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False,
+                               antialias=True).clamp(0, 1)
+    return images.contiguous()
+
+
 @dataclass
 class Scenario:
     """A dataset with a target task, a private task, a seed and the owner / aux / test splits.

@@ -26,6 +26,7 @@ import torch
 
 from privbench.artifacts import ArtifactCache, SharedArtifacts, TrainingContext, config_key
 from privbench.context import RunContext, privbench_home
+from privbench.datasets import conformed
 from privbench.errors import NotApplicable, PrivbenchError
 from privbench.metrics import check_values
 from privbench.schedule import CellPlan, Job, JobResult, PluginCall
@@ -71,10 +72,26 @@ def victim_index(labels: torch.Tensor, count: int) -> torch.Tensor:
     return one_per_class(labels, count)
 
 
+def sample_per_class(labels: torch.Tensor, classes: int, count: int,
+                     generator: torch.Generator) -> list[torch.Tensor]:
+    """For every class that has images: the indices of up to ``count`` of them, drawn at random."""
+    chosen = []
+    for c in range(classes):
+        members = torch.nonzero(labels == c).flatten()
+        if len(members):
+            chosen.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    return chosen
+
+
 class Harness:
     """Runs jobs in one process; datasets, scenarios and fitted defenses are kept between jobs."""
 
     def __init__(self, ctx: RunContext) -> None:
+        # Flush subnormal floats to zero in this process. Adam's second moments and the updates of a
+        # small, nearly converged model (e.g. He et al.'s 201-parameter conv1 decoder once its rate
+        # has been halved a few times) fall below 1e-38, where CPU arithmetic on subnormals is tens
+        # of times slower: such a cell ran 11 times longer than the same cell at a higher rate.
+        torch.set_flush_denormal(True)
         self.ctx = ctx
         self.artifacts = SharedArtifacts(ctx.cache, ctx.device, ctx.progress)
         self.datasets: dict[str, Any] = {}
@@ -162,14 +179,18 @@ class Harness:
     def scenario(self, dataset: PluginCall, seed: int):
         """The (dataset, seed) split into owner / aux / test; the data is loaded once per process."""
         from privbench.datasets import make_scenario
-        source = dataset.instance
-        load_key = config_key({**source.load_config(), "version": dataset.version})
+        load_key = config_key({**dataset.instance.load_config(), "version": dataset.version})
         if (load_key, seed) not in self.scenarios:
-            if load_key not in self.datasets:
-                self.datasets[load_key] = source.load(self.ctx)
             self.scenarios[(load_key, seed)] = make_scenario(
-                source, self.datasets[load_key], seed, version=dataset.version)
+                dataset.instance, self.dataset(dataset), seed, version=dataset.version)
         return self.scenarios[(load_key, seed)]
+
+    def dataset(self, dataset: PluginCall):
+        """The loaded images and labels of ``dataset``, once per process."""
+        load_key = config_key({**dataset.instance.load_config(), "version": dataset.version})
+        if load_key not in self.datasets:
+            self.datasets[load_key] = dataset.instance.load(self.ctx)
+        return self.datasets[load_key]
 
     def protection(self, scenario, defense: PluginCall):
         """The fitted defense and its fit time, loaded (or fitted) once per process."""
@@ -220,11 +241,12 @@ class Harness:
 
     # -- the attack ------------------------------------------------------------------------------------
 
-    def held_out_variant(self, scenario, attack):
-        """The scenario the attack runs against: the same one, or (for class-membership) one whose
-        owner split lacks target-task classes chosen by the evaluation stream."""
-        count = attack.held_out_classes()
-        if not count:
+    def held_out_variant(self, scenario, cell: CellPlan):
+        """The scenario the attack runs against: the same one, or (for class-membership without a
+        probe dataset) one whose owner split lacks target-task classes chosen by the evaluation
+        stream."""
+        count = cell.attack.instance.held_out_classes()
+        if not count or cell.probes is not None:
             return scenario
         order = torch.randperm(scenario.classes(), generator=scenario.streams.generator("evaluation"))
         return scenario.with_held_out(tuple(sorted(order[:count].tolist())))
@@ -233,28 +255,55 @@ class Harness:
         """Run the attack on its view (seeded from the attacker's stream) and score its output."""
         from privbench.training import apply
         attack = cell.attack.instance
-        variant = self.held_out_variant(scenario, attack)
+        variant = self.held_out_variant(scenario, cell)
         protection, _ = self.protection(variant, cell.defense)
         index = victim_index(scenario.labels("test"), attack.victims())
         seed_globals(scenario.streams.evaluation)
         observed = apply(protection.encoder, scenario.images("test")[index],
                          self.training(scenario.streams.evaluation))
-        view = self.attack_view(variant, scenario, cell, protection, observed)
+        probes, out_ids = self.probes(scenario, variant, cell)
+        view = self.attack_view(variant, scenario, cell, protection, observed, probes)
         seed_globals(scenario.streams.attacker)
         started = time.perf_counter()
         output = attack.run(view)
         attack_s = time.perf_counter() - started
-        metrics, artifacts = score(output, self.ground_truth(scenario, variant, index), cell.attack.name,
-                                   attack.produces, observed)
+        truth = self.ground_truth(scenario, index, out_ids)
+        metrics, artifacts = score(output, truth, cell.attack.name, attack.produces, observed)
         metrics["cost.attack_s"] = attack_s
         if "query" in view.granted:
             metrics["attack.queries"] = float(view.queries)
         return metrics, artifacts
 
+    def probes(self, scenario, variant, cell: CellPlan):
+        """A class-statistic attack's probe images with their probe-class ids, and the ids of the
+        classes that were out of the owner's training data (both None for other attacks).
+
+        Held-out classes (Sharma & Chen's within-dataset reading): the attacker's aux images, ids =
+        their target-task labels, out = the classes the variant's owner split lacks. A probe
+        dataset (the paper's MNIST vs Fashion-MNIST): the aux images plus as many images per class
+        of the probe dataset's finest task, conformed to the scenario's image shape; the ids of
+        all classes are shuffled by the evaluation stream, so an id tells nothing of membership."""
+        if cell.attack.instance.produces != "class-statistic":
+            return None, None
+        aux, labels = scenario.images("aux"), scenario.labels("aux")
+        if cell.probes is None:
+            return (aux, labels), variant.held_out
+        foreign = self.dataset(cell.probes)
+        task = max(foreign.tasks.values(), key=lambda t: t.classes)
+        generator = scenario.streams.generator("evaluation")
+        per_class = max(1, round(len(aux) / scenario.classes()))
+        chosen = sample_per_class(foreign.labels[task.name], task.classes, per_class, generator)
+        ids = torch.randperm(scenario.classes() + len(chosen), generator=generator)
+        images = torch.cat([aux] + [conformed(foreign.images[i], scenario.image_shape) for i in chosen])
+        probe_ids = torch.cat([ids[labels]] + [torch.full((len(i),), int(ids[scenario.classes() + j]))
+                                                for j, i in enumerate(chosen)])
+        return (images, probe_ids), tuple(sorted(ids[scenario.classes():].tolist()))
+
     @staticmethod
-    def ground_truth(scenario, variant, index: torch.Tensor) -> GroundTruth:
-        """What the harness scores against: the attacked originals and their labels, the held-out
-        classes, and the attacker's uninformed guesses from its own aux data."""
+    def ground_truth(scenario, index: torch.Tensor, out_ids=None) -> GroundTruth:
+        """What the harness scores against: the attacked originals and their labels, the probe
+        classes that were out of training, and the attacker's uninformed guesses from its own aux
+        data."""
         tasks = {scenario.target_task, scenario.private_task}
         aux_labels = {task: scenario.labels("aux", task) for task in tasks}
         return GroundTruth(
@@ -263,9 +312,10 @@ class Harness:
             target_task=scenario.target_task, private_task=scenario.private_task,
             classes=scenario.classes(), aux_mean=scenario.images("aux").mean(0, keepdim=True),
             aux_majority={task: int(labels.bincount().argmax()) for task, labels in aux_labels.items()},
-            held_out=variant.held_out)
+            held_out=tuple(out_ids or ()))
 
-    def attack_view(self, variant, scenario, cell: CellPlan, protection, observed) -> AttackView:
+    def attack_view(self, variant, scenario, cell: CellPlan, protection, observed,
+                    probes=None) -> AttackView:
         """The attacker's view: what its threat model grants, and nothing else."""
         from privbench.training import apply
         granted = cell.attack.instance.granted_needs()
@@ -299,7 +349,8 @@ class Harness:
             owner_data=(lambda: (variant.images("owner"),
                                  {task: variant.labels("owner", task) for task in tasks}))
             if "owner-data" in granted else None,
-            raw_classifier=lambda task, epochs: self.artifacts.raw_classifier(scenario, task, epochs))
+            raw_classifier=lambda task, epochs: self.artifacts.raw_classifier(scenario, task, epochs),
+            probes=probes)
 
 
 @dataclass(frozen=True)

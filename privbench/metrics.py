@@ -139,8 +139,9 @@ _builtin("attack.visual_privacy", "fraction", "higher", "Disguised-Nets' visual 
          "1 - the examiner's accuracy on the target task of the protected images", 0, 1)
 _builtin("attack.statistic_in", "", "none", "mean per-class statistic of the classes in the owner's "
          "training data (class-membership: the Fano factor)", "mean over member classes")
-_builtin("attack.statistic_out", "", "none", "mean per-class statistic of the classes held out of "
-         "the owner's training data", "mean over the held-out classes")
+_builtin("attack.statistic_out", "", "none", "mean per-class statistic of the probe classes out of "
+         "the owner's training data (held out, or from another dataset)",
+         "mean over the out-of-training classes")
 _builtin("attack.queries", "images", "none", "images the attack had encoded through the query "
          "oracle", "counted by the harness's oracle", 0, None)
 _builtin("attack.pairs", "pairs", "none", "known (x, encoder(x)) pairs the attack used",
@@ -159,6 +160,10 @@ _builtin("defense.entropy", "bits", "none", "mean pixel entropy of the protected
          "Shannon entropy of each image's 256-level histogram, mean", 0, None)
 _builtin("defense.entropy_original", "bits", "none", "mean pixel entropy of the original test images",
          "as defense.entropy on the clean images", 0, None)
+_builtin("defense.gradcam_iou", "[0, 1]", "higher", "whether the service still looks where it looked: "
+         "overlap of its Grad-CAM saliency on protected and on original test images (DAPter)",
+         "per test image, IoU of the top 20% pixels of the service model's Grad-CAM map (last "
+         "convolution, true target class) on the protected vs the original image, mean", 0, 1)
 _builtin("defense.feature_size", "values", "none", "values per image the client sends (split models)",
          "the encoder's output size", 0, None)
 _builtin("defense.center_distance", "", "none", "mean distance of a test feature to its class mean "

@@ -52,6 +52,9 @@ class CellPlan:
     defense: PluginCall
     attack: PluginCall
     seed: int
+    # A class-statistic attack's out-of-training probe dataset (Attack.probe_dataset), or None. It
+    # follows from the dataset's name and the attack's parameters, so the key need not name it.
+    probes: PluginCall | None = None
 
     @property
     def key(self) -> str:
@@ -108,8 +111,21 @@ def plan(registry: Registry, config: MatrixConfig) -> list[CellPlan]:
     attacks = expand(registry, "attack", config.attacks or [(n, {}) for n in registry.names("attack")])
     if not config.seeds:
         raise PrivbenchError("no seeds given; accepted: integers separated by commas, e.g. 0,1,2")
-    return [CellPlan(d, f, a, s) for d in datasets for s in config.seeds for f in defenses
-            for a in attacks]
+    probes = {(d.spec, a.spec): probe_call(registry, d, a) for d in datasets for a in attacks}
+    return [CellPlan(d, f, a, s, probes[(d.spec, a.spec)]) for d in datasets for s in config.seeds
+            for f in defenses for a in attacks]
+
+
+def probe_call(registry: Registry, dataset: PluginCall, attack: PluginCall) -> PluginCall | None:
+    """The out-of-training probe dataset of a class-statistic attack on ``dataset`` (default
+    parameters), or None; an unknown name fails here, before anything trains."""
+    name = attack.instance.probe_dataset(dataset.name)
+    if name is None:
+        return None
+    if name == dataset.name:
+        raise PrivbenchError(f"attack '{attack.spec}': the out-of-training probe dataset must differ "
+                             f"from the scenario's dataset '{dataset.name}'")
+    return expand(registry, "dataset", [(name, {})])[0]
 
 
 @dataclass(frozen=True)

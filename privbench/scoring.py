@@ -186,16 +186,16 @@ def welch_p_value(inside: list[float], outside: list[float]) -> float:
 
 def membership_metrics(statistic: dict, truth: GroundTruth, attack: str) -> dict[str, float]:
     if not truth.held_out:
-        raise BadOutput(f"attack '{attack}' returned a class statistic but held out no class; "
-                        "declare held_out_classes()")
+        raise BadOutput(f"attack '{attack}' returned a class statistic but no probe class was out of "
+                        "training; declare held_out_classes() or probe_dataset()")
     values = {int(c): float(v) for c, v in statistic.items()}
     if any(not math.isfinite(v) for v in values.values()):
         raise BadOutput(f"attack '{attack}': class statistic holds NaN or infinite values")
     inside = [v for c, v in values.items() if c not in truth.held_out]
     outside = [v for c, v in values.items() if c in truth.held_out]
     if not inside or not outside:
-        raise BadOutput(f"attack '{attack}': the class statistic must cover member and held-out "
-                        "classes; give a value for every target-task class")
+        raise BadOutput(f"attack '{attack}': the class statistic must cover member and out-of-"
+                        "training classes; give a value for every probe class of view.probes()")
     p_value = welch_p_value(inside, outside)
     return {"attack.statistic_in": sum(inside) / len(inside),
             "attack.statistic_out": sum(outside) / len(outside),

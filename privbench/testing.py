@@ -86,10 +86,12 @@ def run_cell(defense: Any, attack: type, *, defense_params: dict | None = None,
     """The metrics of one cell (defense name or class, attack class) run through the harness.
 
     A failed cell raises AssertionError with its reason; a not-applicable one, too."""
-    from privbench.schedule import Job
+    from privbench.plugins import load_registry
+    from privbench.schedule import Job, probe_call
     runner = runner or harness()
-    cell = CellPlan(dataset_call(dataset, dataset_params), _defense_call(defense, defense_params),
-                    call_of(attack, attack_params), seed)
+    data, attack_call = dataset_call(dataset, dataset_params), call_of(attack, attack_params)
+    cell = CellPlan(data, _defense_call(defense, defense_params), attack_call, seed,
+                    probe_call(load_registry(), data, attack_call))
     prepared = runner.do(Job("defense", (cell,)))
     if prepared.settled:
         raise AssertionError(f"the cell did not run: {prepared.settled[0].status}: "

@@ -172,7 +172,8 @@ class AttackView(_Frozen):
                  build_encoder: Callable[[], nn.Module] | None = None,
                  known_pairs: Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
                  raw_classifier: Callable[[str, int], nn.Module] | None = None,
-                 owner_data: Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]] | None = None) -> None:
+                 owner_data: Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]] | None = None,
+                 probes: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         self.attack = attack
         self.granted = frozenset(granted)
         self.facts = facts
@@ -190,6 +191,7 @@ class AttackView(_Frozen):
         self._known_pairs = known_pairs
         self._raw_classifier = raw_classifier
         self._owner_data = owner_data
+        self._probes = None if probes is None else (probes[0].clone(), probes[1].clone())
         self._seal()
 
     # -- always there ------------------------------------------------------------------------------
@@ -222,6 +224,16 @@ class AttackView(_Frozen):
         built from the attacker's own data and stream; a fresh copy for this cell)."""
         self.aux_labels(task)  # the task must be one the attacker knows
         return self._raw_classifier(task, epochs)
+
+    def probes(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A class-statistic attack's probe images and their probe-class ids (one id per class the
+        attacker probes; the harness knows which ids were in the owner's training data, the attack
+        does not): the attacker's aux images by target class, plus a foreign dataset's classes
+        when the attack names one (``Attack.probe_dataset``)."""
+        if self._probes is None:
+            raise AccessDenied(f"attack '{self.attack}': probe classes are given to attacks that "
+                               "produce a class-statistic only")
+        return self._probes
 
     # -- only when declared and given ----------------------------------------------------------------
 
