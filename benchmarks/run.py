@@ -6,6 +6,7 @@ Usage (from the repository root, in the project's environment)::
     python benchmarks/run.py --device cuda         # the same on a GPU (encode costs timed on it too)
     python benchmarks/run.py --workers 4 -- --seeds 0,1   # more workers; after --, extra matrix args
     python benchmarks/run.py --repeat 3            # every first run 3 times: each figure and the median
+    python benchmarks/run.py --inverse-network DIR # only He et al.'s MNIST conv1 inverse-network cell
 
 Prints:
 1. the default matrix's wall time with ``--executor local``;
@@ -15,6 +16,11 @@ Prints:
    (``digits`` 8x8 grey, ``lfw-subset`` 25x25 grey, a 28x28 batch the size of MNIST);
 5. the peak memory of each matrix run: the whole process tree's proportional set size (PSS), so a
    page shared by several processes (torch's libraries in every worker) counts once.
+
+With ``--inverse-network DIR`` (real MNIST under DIR, e.g. from ../shared/data/real_mnist.py) it
+only times He et al.'s MNIST conv1 inverse-network cell: the owner's 8,000 training images ("same
+set"), the mirrored decoder, 50 epochs; it prints the run's wall time, the attack's own time
+(``cost.attack_s``) and the reconstruction's PSNR and SSIM.
 
 With ``--repeat N`` the local and the process first runs are each made N times (alternating, each in
 a fresh directory); every time is printed and the ratios use the medians, so the spread of a shared
@@ -126,6 +132,32 @@ def timed_matrix(workdir: Path, args: list[str]) -> tuple[float, int, str]:
     return seconds, sampler.peak, stdout.strip().splitlines()[-1]
 
 
+INVERSE_NETWORK_CELL = [
+    "--dataset", "mnist:target=digit,owner_fraction=0.8,aux_fraction=0.1,target_epochs=10",
+    "--defense", "split:layer=conv1", "--attack", "inverse-network:data=same-set,epochs=50",
+]
+
+
+def inverse_network_cell(data_dir: str, device: str) -> None:
+    """Time He et al.'s MNIST conv1 inverse-network cell and print its figures."""
+    import json
+    with tempfile.TemporaryDirectory(prefix="privbench-bench-") as tmp:
+        db = Path(tmp) / "inverse.db"
+        seconds, peak, _ = timed_matrix(Path(tmp), ["--device", device, "--data-dir", data_dir,
+                                                    "--db", str(db), *INVERSE_NETWORK_CELL])
+        shown = subprocess.run([sys.executable, "-m", "privbench", "results", "--db", str(db),
+                                "--cells", "--format", "json"], capture_output=True, text=True,
+                               check=True).stdout
+    (cell,) = json.loads(shown)
+    metrics = cell["metrics"]
+    print(f"MNIST conv1 inverse-network cell ({' '.join(INVERSE_NETWORK_CELL)}):")
+    print(f"  wall time of the run (target model, fit, attack): {seconds:8.1f} s")
+    print(f"  attack time (cost.attack_s):{'':22s}{metrics['cost.attack_s']:8.1f} s")
+    print(f"  attack.psnr / attack.ssim:{'':24s}{metrics['attack.psnr']:8.2f} dB / "
+          f"{metrics['attack.ssim']:.3f}")
+    print(f"  peak memory (PSS):{'':32s}{peak / 2**30:8.3f} GiB")
+
+
 def encode_costs(device: str) -> dict[str, dict[str, float]]:
     """{defense: {dataset: ms per image}} encoding a batch of 256 images (after one warm-up call)."""
     import torch
@@ -184,8 +216,13 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="workers of the process run (default 2)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="make each first run this many times and use the medians (default 1)")
+    parser.add_argument("--inverse-network", metavar="DIR",
+                        help="only time the MNIST conv1 inverse-network cell on real MNIST under DIR")
     parser.add_argument("matrix_args", nargs="*", help="extra `privbench matrix` arguments, after --")
     options = parser.parse_args()
+    if options.inverse_network:
+        inverse_network_cell(options.inverse_network, options.device)
+        return
     common = ["--device", options.device, *options.matrix_args]
     process_args = [*common, "--executor", "process", "--workers", str(options.workers)]
     local_runs, process_runs = [], []
