@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from privbench import hookimpl
 from privbench.datasets import Digits, LfwSubset
-from privbench.torchvision_datasets import CelebA, Cifar10, FashionMnist, Mnist
+from privbench.torchvision_datasets import CelebA, Cifar10, FashionMnist, LfwPeople, Mnist
 
 
 @hookimpl
 def register_datasets(register):
-    for source in (Digits, LfwSubset, Mnist, FashionMnist, Cifar10, CelebA):
+    for source in (Digits, LfwSubset, Mnist, FashionMnist, Cifar10, CelebA, LfwPeople):
         register(source)

@@ -1,4 +1,4 @@
-"""Datasets read from disk through torchvision: MNIST, Fashion-MNIST, CIFAR-10 and CelebA.
+"""Datasets read from disk through torchvision: MNIST, Fashion-MNIST, CIFAR-10, CelebA, LFW people.
 
 Every source pools the dataset's official train and test splits (train first): the scenario draws
 its own owner / aux / test splits by seed. The files live under ``ctx.data_dir`` in torchvision's
@@ -27,13 +27,18 @@ FETCH_HINT = "run with --download to fetch it (needs internet) or place torchvis
 
 
 def open_torchvision(name: str, folder: Path, ctx: RunContext, build: Callable,
-                     fetch_hint: str = FETCH_HINT):
-    """``build()`` (a torchvision dataset), with a missing or failed download as one line."""
-    caught = (RuntimeError, OSError) if ctx.download else RuntimeError
+                     fetch_hint: str = FETCH_HINT, fetchable: bool = True):
+    """``build()`` (a torchvision dataset), with a missing or failed download as one line.
+
+    ``fetchable`` False: torchvision cannot download this dataset, so ``build`` never tries and a
+    missing one is reported as not found (``fetch_hint`` says how to place it) even under
+    --download."""
+    fetching = ctx.download and fetchable
+    caught = (RuntimeError, OSError) if fetching else RuntimeError
     try:
         return build()
     except caught as error:
-        if ctx.download:
+        if fetching:
             reason = (str(error).strip().splitlines() or [type(error).__name__])[0]
             raise PrivbenchError(f"dataset '{name}' could not be downloaded into {folder} "
                                  f"({reason}); check the network, or place torchvision's files there "
@@ -220,7 +225,7 @@ class CelebA(DatasetSource):
         return images
 
 
-def square_face(path: Path, size: int) -> torch.Tensor:
+def square_face(path: Path, size: int, dataset: str = "celeba") -> torch.Tensor:
     """One image centre-cropped to a square and resized to size x size: 3 x S x S in [0, 1]."""
     import numpy as np
     import torch
@@ -229,7 +234,7 @@ def square_face(path: Path, size: int) -> torch.Tensor:
         with Image.open(path) as image:
             image = image.convert("RGB")
     except OSError as error:
-        raise PrivbenchError(f"dataset 'celeba': cannot read image {path} ({error})") from None
+        raise PrivbenchError(f"dataset '{dataset}': cannot read image {path} ({error})") from None
     width, height = image.size
     side = min(width, height)
     left, top = (width - side) // 2, (height - side) // 2
@@ -246,3 +251,120 @@ def attribute_labels(header: list[str], attr: torch.Tensor) -> dict[str, torch.T
         raise PrivbenchError(f"dataset 'celeba': list_attr_celeba.txt lacks the attribute "
                              f"'{missing[0]}'; expected CelebA's 40 attributes")
     return {name.lower(): attr[:, columns.index(name)].long() for name in CELEBA_ATTRIBUTES}
+
+
+# LFW image sets (torchvision's ``image_set``) -> the folder their extracted images live in.
+LFW_IMAGE_FOLDERS = {"funneled": "lfw_funneled", "original": "lfw", "deepfunneled": "lfw-deepfunneled"}
+LFW_SPLITS = ("train", "test")  # peopleDevTrain.txt and peopleDevTest.txt: disjoint persons
+
+
+def lfw_people_class():
+    """torchvision's ``LFWPeople``, checking that its files are present instead of their MD5s.
+
+    torchvision checks the MD5 of the downloaded ``.tgz`` archive, which it can no longer download
+    and which a copy fetched by hand (e.g. a mirror's extracted folder) lacks; this subclass asks
+    only for what it reads: the image folder, ``lfw-names.txt`` and the split's people list."""
+    from torchvision.datasets import LFWPeople
+
+    class PresentFilesLFWPeople(LFWPeople):
+        def _check_integrity(self) -> bool:
+            folder = Path(self.root)
+            images = folder / self.file_dict[self.image_set][0]
+            return (images.is_dir() and (folder / self.names).is_file()
+                    and (folder / self.labels_file).is_file())
+
+    return PresentFilesLFWPeople
+
+
+@dataclass
+class LfwPeople(DatasetSource):
+    """LFW faces of the ``people`` most photographed persons (torchvision.datasets.LFWPeople).
+
+    Disguised-Nets (Sharma & Chen, Section 5, "Datasets") uses a subset of LFW: 12 persons, about
+    1,400 training and 150 test colour images resized to 32 x 32. Here the persons of LFW's
+    development train and test lists (``peopleDevTrain.txt``, ``peopleDevTest.txt``: every LFW
+    person, each in one list) are pooled, train first, and the ``people`` persons with the most
+    images are kept; the scenario re-splits their images by seed. Task ``person``: label 0 is the
+    person with the most images, 1 the next, ...; persons with equally many images are ordered by
+    name (Unicode order of their LFW folder names). Each 250 x 250 image is resized to
+    ``image_size``, giving 3 x image_size x image_size in [0, 1]. ``image_set`` picks torchvision's
+    alignment: ``funneled`` (folder ``lfw_funneled``), ``original`` (``lfw``) or ``deepfunneled``
+    (``lfw-deepfunneled``). Files: ``<data_dir>/lfw-py``. torchvision no longer downloads LFW, so
+    ``--download`` cannot fetch it; place the files by hand.
+    """
+
+    name: ClassVar[str] = "lfw-people"
+    summary: ClassVar[str] = ("LFW faces of the most photographed persons via torchvision "
+                              "(Disguised-Nets: 12 persons), 32x32 colour")
+    tasks: ClassVar[tuple[LabelTask, ...]] = (
+        LabelTask("person", 12, "which of the `people` persons (0: the one with the most images)"),)
+    default_target: ClassVar[str] = "person"
+    default_private: ClassVar[str] = "person"
+
+    people: int = param(12, "keep this many persons, those with the most images "
+                        "(Disguised-Nets: 12)", minimum=2)
+    image_size: int = param(32, "side of the square the 250x250 LFW images are resized to "
+                            "(Disguised-Nets: 32)", minimum=8)
+    image_set: str = param("funneled", "torchvision's LFW alignment (its image folder under lfw-py)",
+                           choices=tuple(LFW_IMAGE_FOLDERS))
+
+    def load_raw(self, ctx: RunContext) -> Dataset:
+        import torch
+        paths, persons = self.pooled_people(ctx)
+        ranked = most_photographed(persons, self.people, self.name)
+        rank = {person: label for label, person in enumerate(ranked)}
+        kept = [index for index, person in enumerate(persons) if person in rank]
+        images = self.read_images([paths[index] for index in kept], ctx)
+        labels = torch.tensor([rank[persons[index]] for index in kept], dtype=torch.long)
+        task = LabelTask("person", self.people, f"which of the {self.people} persons with the most "
+                         "images (0: the one with the most)")
+        return Dataset(self.name, images, {"person": labels}, {"person": task})
+
+    def pooled_people(self, ctx: RunContext) -> tuple[list[str], list[str]]:
+        """Image paths and person names of LFW's development train then test lists."""
+        root = Path(ctx.data_dir)
+        reader = lfw_people_class()
+        folder = root / reader.base_folder
+        hint = ("torchvision no longer downloads LFW, so --download cannot fetch it; place "
+                "lfw-names.txt, peopleDevTrain.txt, peopleDevTest.txt and the extracted "
+                f"{LFW_IMAGE_FOLDERS[self.image_set]}/ folder (one folder of Name_0001.jpg, ... "
+                "per person) there")
+        paths, persons = [], []
+        for split in LFW_SPLITS:
+            part = open_torchvision(self.name, folder, ctx, lambda split=split: self.open_split(
+                reader, root, folder, split), hint, fetchable=False)
+            names = {index: person for person, index in part.class_to_idx.items()}
+            paths += part.data
+            persons += [names[target] for target in part.targets]
+        return paths, persons
+
+    def open_split(self, reader, root: Path, folder: Path, split: str):
+        """One development split through torchvision, a malformed list file as one line."""
+        try:
+            return reader(root=root, split=split, image_set=self.image_set, download=False)
+        except (KeyError, ValueError, IndexError) as error:
+            raise PrivbenchError(
+                f"dataset '{self.name}': cannot parse the LFW lists in {folder} ({type(error).__name__}: "
+                f"{error}); expected lfw-names.txt lines 'Name<TAB>count' and people lists of a "
+                "count line then 'Name<TAB>count' lines, every name also in lfw-names.txt") from None
+
+    def read_images(self, paths: list[str], ctx: RunContext) -> torch.Tensor:
+        """The listed JPEGs resized to image_size (LFW's are square, so the centre crop keeps the
+        whole image): N x 3 x S x S in [0, 1]."""
+        import torch
+        images = torch.empty(len(paths), 3, self.image_size, self.image_size)
+        with ctx.progress.task("reading LFW faces", total=len(paths)) as advance:
+            for index, path in enumerate(paths):
+                images[index] = square_face(Path(path), self.image_size, self.name)
+                advance()
+        return images
+
+
+def most_photographed(persons: list[str], count: int, dataset: str) -> list[str]:
+    """The ``count`` names occurring most often in ``persons``, most first, ties by name."""
+    from collections import Counter
+    images = Counter(persons)
+    if len(images) < count:
+        raise PrivbenchError(f"dataset '{dataset}': people={count} but the LFW lists hold only "
+                             f"{len(images)} persons; accepted: people <= {len(images)}")
+    return sorted(images, key=lambda person: (-images[person], person))[:count]
