@@ -72,11 +72,11 @@ from torch import nn
 
 from privbench.api import (
     LENET_LAYERS,
-    RESNET18_LAYERS,
     Defense,
     FeaturePerturbation,
     Protection,
     SplitEncoder,
+    accepted_layers,
     apply,
     check_known_layer,
     feature_size,
@@ -182,7 +182,7 @@ class PrivacyFinetune(Defense):
         return defense
 
     def check_data(self, facts) -> str | None:
-        accepted = LENET_LAYERS if facts.arch == "lenet" else RESNET18_LAYERS
+        accepted = accepted_layers(facts.arch)
         if self.layer not in accepted:
             return (f"defense 'privacy-finetune': unknown layer '{self.layer}' for {facts.arch}; "
                     "accepted: " + ", ".join(accepted))

@@ -49,6 +49,7 @@ from typing import ClassVar
 from torch import nn
 
 from privbench.api import (
+    HE_CIFAR_LAYERS,
     LENET_LAYERS,
     NOISES,
     RESNET18_LAYERS,
@@ -56,6 +57,7 @@ from privbench.api import (
     FeaturePerturbation,
     Protection,
     SplitEncoder,
+    accepted_layers,
     check_known_layer,
     feature_size,
     hookimpl,
@@ -72,7 +74,8 @@ class Split(Defense):
     name: ClassVar[str] = "split"
     summary: ClassVar[str] = ("split inference: the client runs the target model up to `layer` "
                               "(lenet: " + ", ".join(LENET_LAYERS) + "; resnet18: "
-                              + ", ".join(RESNET18_LAYERS) + "), optional noise or dropout on "
+                              + ", ".join(RESNET18_LAYERS) + "; he-cifar: "
+                              + ", ".join(HE_CIFAR_LAYERS) + "), optional noise or dropout on "
                               "the features (He et al.)")
     gives: ClassVar[frozenset[str]] = frozenset({"query", "white-box", "architecture", "server",
                                                    "known-pairs"})
@@ -83,7 +86,8 @@ class Split(Defense):
 
     layer: str = param("relu2", "last layer on the client (He et al.'s MNIST split points: conv1, "
                        "relu2); lenet layers: " + ", ".join(LENET_LAYERS) + "; resnet18 layers: "
-                       + ", ".join(RESNET18_LAYERS))
+                       + ", ".join(RESNET18_LAYERS) + "; he-cifar layers (CIFAR split points: "
+                       "conv11, relu22, relu32): " + ", ".join(HE_CIFAR_LAYERS))
     feature_noise: str = param("none", "noise eps on the features, v = f1(x) + eps", choices=NOISES)
     noise_scale: float = param(0.5, "sigma (Gaussian std) or b (Laplace scale) of eps, in feature "
                                "units (He et al.: MNIST accuracy > 95% needs sigma < 0.8)",
@@ -103,7 +107,7 @@ class Split(Defense):
         return FeaturePerturbation(self.feature_noise, self.noise_scale, self.dropout)
 
     def check_data(self, facts) -> str | None:
-        accepted = LENET_LAYERS if facts.arch == "lenet" else RESNET18_LAYERS
+        accepted = accepted_layers(facts.arch)
         if self.layer not in accepted:
             return (f"defense 'split': unknown layer '{self.layer}' for {facts.arch}; accepted: "
                     + ", ".join(accepted))

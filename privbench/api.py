@@ -42,11 +42,14 @@ from privbench.models import Decoder, classifier, feature_classifier, mlp
 from privbench.params import param
 from privbench.saliency import grad_cam, saliency_iou
 from privbench.splitting import (
+    ARCH_LAYERS,
+    HE_CIFAR_LAYERS,
     LENET_LAYERS,
     NOISES,
     RESNET18_LAYERS,
     FeaturePerturbation,
     SplitEncoder,
+    accepted_layers,
     check_known_layer,
     feature_size,
     layer_names,
@@ -64,6 +67,7 @@ from privbench.training import (
 from privbench.view import AccessDenied, AttackView, DataFacts, EvaluationData, OwnerData
 
 __all__ = [
+    "ARCH_LAYERS", "HE_CIFAR_LAYERS", "accepted_layers",
     "ACCESS", "AccessDenied", "Artifact", "Attack", "AttackOutput", "AttackView", "DataFacts",
     "Dataset", "DatasetSource", "Decoder", "Defense", "EVAL_BATCH_SIZE", "EvaluationData",
     "FeaturePerturbation", "LENET_LAYERS", "LabelTask", "MetricSpec", "MirroredDecoder",

@@ -3,7 +3,9 @@
 ``lenet`` follows He et al.'s MNIST LeNet (conv1 1->8 5x5, pool, conv2 8->16 5x5, pool, fc 120,
 fc 84, fc classes) with named layers so a split defense can cut it by name. Images smaller than
 20 pixels get "same" padding (8 x 8 digits would otherwise vanish after two 5 x 5 convolutions);
-the first fully connected layer is sized by a dry run. ``resnet18`` is torchvision's, with the
+the first fully connected layer is sized by a dry run. ``he_cifar`` is He et al.'s CIFAR-10 CNN
+(three blocks of two 3 x 3 convolutions, fc 512 with a sigmoid, fc classes), its layers named as the
+paper names its split points (conv11, relu22, relu32). ``resnet18`` is torchvision's, with the
 CIFAR-style stem (3 x 3 stride-1 convolution, no max-pool) that small images need.
 """
 
@@ -24,13 +26,30 @@ class Normalize(nn.Module):
         return (x - 0.5) / 0.5
 
 
+class ChannelNormalize(nn.Module):
+    """Map [0, 1] inputs to (x - mean) / std per channel (He et al.'s CIFAR-10 preprocessing)."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(-1, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(-1, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 def flat_size(layers: nn.Module, shape: tuple[int, ...]) -> int:
     with torch.no_grad():
         return int(layers(torch.zeros(1, *shape)).flatten(1).shape[1])
 
 
 def lenet(shape: tuple[int, int, int], classes: int) -> nn.Sequential:
-    """He et al.'s LeNet for an input of ``shape`` = (C, H, W), layers named for splitting."""
+    """He et al.'s LeNet for an input of ``shape`` = (C, H, W), layers named for splitting.
+
+    On 1 x 28 x 28 MNIST it is the authors' ``LeNet`` layer for layer (no padding, fc1 takes
+    16 x 4 x 4 = 256 values, 45,278 parameters); their split points conv1 and ReLU2 are ``conv1``
+    and ``relu2``, their ``fc1act`` / ``fc2act`` are ``relu3`` / ``relu4``.
+    """
     channels, height, width = shape
     padding = 2 if min(height, width) < SMALL_IMAGE else 0
     features = nn.Sequential(OrderedDict([
@@ -51,6 +70,51 @@ def lenet(shape: tuple[int, int, int], classes: int) -> nn.Sequential:
         ("fc2", nn.Linear(120, 84)),
         ("relu4", nn.ReLU()),
         ("fc3", nn.Linear(84, classes)),
+    ]))
+
+
+HE_CIFAR_MEAN = (0.485, 0.456, 0.406)  # the authors' CIFAR-10 Normalize (their inverse_*_CIFAR.py)
+HE_CIFAR_STD = (0.229, 0.224, 0.225)
+
+
+def he_cifar_normalize(channels: int) -> nn.Module:
+    """He et al.'s per-channel CIFAR-10 normalisation on 3 channels; mean 0.5 / std 0.5 otherwise."""
+    return ChannelNormalize(HE_CIFAR_MEAN, HE_CIFAR_STD) if channels == 3 else Normalize()
+
+
+def he_cifar_block(index: int, in_channels: int, out_channels: int) -> list[tuple[str, nn.Module]]:
+    """Block ``index`` of He et al.'s CIFAR-10 CNN: conv{i}1 -> ReLU{i}1 -> conv{i}2 -> ReLU{i}2 ->
+    pool{i}, 3 x 3 convolutions with padding 1. The 2 x 2 max-pool rounds up (ceil mode): the same
+    as the paper's on 32 x 32, and an odd side keeps its last row instead of losing it."""
+    return [(f"conv{index}1", nn.Conv2d(in_channels, out_channels, 3, padding=1)),
+            (f"relu{index}1", nn.ReLU()),
+            (f"conv{index}2", nn.Conv2d(out_channels, out_channels, 3, padding=1)),
+            (f"relu{index}2", nn.ReLU()),
+            (f"pool{index}", nn.MaxPool2d(2, ceil_mode=True))]
+
+
+def he_cifar(shape: tuple[int, int, int], classes: int) -> nn.Sequential:
+    """He et al.'s CIFAR-10 target model (ACSAC 2019; the authors' ``CIFAR10CNN``) for ``shape``.
+
+    conv11 (C -> 64) ... pool1, conv21 (64 -> 128) ... pool2, conv31 (128 -> 128) ... pool3, fc1
+    (-> 512), sigmoid (named ``fc1act`` as in the authors' code), fc2 (-> classes). On 3 x 32 x 32
+    fc1 takes 128 x 4 x 4 = 2048 values as in the paper; other sizes get fc1 sized by a dry run.
+    Split points of the paper: conv11, relu22, relu32.
+    """
+    channels = shape[0]
+    features = nn.Sequential(OrderedDict([
+        ("normalize", he_cifar_normalize(channels)),
+        *he_cifar_block(1, channels, 64),
+        *he_cifar_block(2, 64, 128),
+        *he_cifar_block(3, 128, 128),
+        ("flatten", nn.Flatten()),
+    ]))
+    flat = flat_size(features, shape)
+    return nn.Sequential(OrderedDict([
+        *features.named_children(),
+        ("fc1", nn.Linear(flat, 512)),
+        ("fc1act", nn.Sigmoid()),
+        ("fc2", nn.Linear(512, classes)),
     ]))
 
 
@@ -76,7 +140,7 @@ def mlp(shape: tuple[int, ...], classes: int, hidden: int = 256) -> nn.Sequentia
     ]))
 
 
-ARCHITECTURES = {"lenet": lenet, "resnet18": resnet18}
+ARCHITECTURES = {"lenet": lenet, "he-cifar": he_cifar, "resnet18": resnet18}
 
 
 def classifier(arch: str, shape: tuple[int, ...], classes: int) -> nn.Module:

@@ -6,7 +6,9 @@ data, and the attacker's uninformed guesses (its mean aux image, its majority au
 which ``privacy.score`` is measured. ``score`` maps an ``AttackOutput`` onto registered metrics:
 
 - reconstructions -> ``attack.psnr``, ``attack.ssim``, their uninformed baselines, and
-  privacy.score = clip((1 - ssim) / (1 - ssim_chance), 0, 1);
+  privacy.score = clip((1 - ssim) / (1 - ssim_chance), 0, 1); ``attack.ssim_skimage`` next to them
+  is SSIM computed the way He et al. did (scikit-image's 7 x 7 uniform window), to compare
+  reproductions with the paper's numbers like with like;
 - predicted labels of the private task (of the target task when the attack predicts only that) ->
   ``attack.accuracy``, ``attack.chance``, ``attack.p_value`` (one-sided binomial test) and
   privacy.score = clip((1 - accuracy) / (1 - chance), 0, 1); predictions of the target task, when
@@ -21,6 +23,7 @@ import math
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from privbench.core import Artifact, AttackOutput
 from privbench.errors import PrivbenchError
@@ -99,7 +102,8 @@ def _checked_reconstruction(images, truth: GroundTruth, attack: str) -> torch.Te
 
 
 def reconstruction_metrics(reconstructed: torch.Tensor, truth: GroundTruth) -> dict[str, float]:
-    """``attack.psnr``, ``attack.ssim``, their uninformed baselines and ``privacy.score``."""
+    """``attack.psnr``, ``attack.ssim``, ``attack.ssim_skimage``, the uninformed baselines and
+    ``privacy.score``."""
     originals = truth.originals
     guess = truth.aux_mean.expand_as(originals)
     ssim = float(ssim_per_image(reconstructed, originals).mean())
@@ -107,10 +111,59 @@ def reconstruction_metrics(reconstructed: torch.Tensor, truth: GroundTruth) -> d
     return {
         "attack.psnr": float(psnr_per_image(reconstructed, originals).mean()),
         "attack.ssim": ssim,
+        "attack.ssim_skimage": float(ssim_skimage_per_image(reconstructed, originals).mean()),
         "attack.psnr_chance": float(psnr_per_image(guess, originals).mean()),
         "attack.ssim_chance": ssim_chance,
         "privacy.score": clip01((1.0 - ssim) / max(1e-6, 1.0 - ssim_chance)),
     }
+
+
+SKIMAGE_WINDOW = 7  # scikit-image's default win_size when gaussian_weights is False
+SKIMAGE_K1, SKIMAGE_K2 = 0.01, 0.03  # its default stabilising constants
+
+
+def skimage_window(height: int, width: int) -> int:
+    """scikit-image's 7 x 7 window, or the largest odd side that fits a smaller image."""
+    side = min(SKIMAGE_WINDOW, height, width)
+    return side if side % 2 == 1 else side - 1
+
+
+def image_data_range(images: torch.Tensor) -> torch.Tensor:
+    """max - min of each image (N x 1 x 1 x 1); 1, the peak of [0, 1] pixels, for a flat image."""
+    spread = images.amax(dim=(1, 2, 3)) - images.amin(dim=(1, 2, 3))
+    return torch.where(spread > 0, spread, torch.ones_like(spread)).view(-1, 1, 1, 1)
+
+
+def ssim_skimage_per_image(reconstructed: torch.Tensor, original: torch.Tensor,
+                           range_of: str = "original") -> torch.Tensor:
+    """SSIM of each image as scikit-image's ``structural_similarity`` computes it (He et al.).
+
+    Wang et al.'s SSIM map ((2 mu_x mu_y + C1)(2 s_xy + C2)) / ((mu_x^2 + mu_y^2 + C1)(s_x^2 + s_y^2 +
+    C2)) with means and *sample* (co)variances over a uniform ``skimage_window`` x ``skimage_window``
+    window, C1 = (0.01 L)^2, C2 = (0.03 L)^2, averaged over the positions where the window lies
+    inside the image (scikit-image crops the border it would pad) and over the channels. The data
+    range L is the max - min of each original image (``range_of="reconstruction"``: of each
+    reconstruction, as the authors' script passes it). A 1-pixel window uses population variances.
+    """
+    if range_of not in ("original", "reconstruction"):
+        raise PrivbenchError(f"ssim_skimage: range_of '{range_of}'; accepted: original, reconstruction")
+    x, y = original.double(), reconstructed.double()
+    window = skimage_window(*x.shape[-2:])
+    points = window * window
+    sample = points / (points - 1) if points > 1 else 1.0
+
+    def local_mean(t: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(t, window, stride=1)
+
+    mu_x, mu_y = local_mean(x), local_mean(y)
+    var_x = sample * (local_mean(x * x) - mu_x * mu_x)
+    var_y = sample * (local_mean(y * y) - mu_y * mu_y)
+    cov_xy = sample * (local_mean(x * y) - mu_x * mu_y)
+    data_range = image_data_range(x if range_of == "original" else y)
+    c1, c2 = (SKIMAGE_K1 * data_range) ** 2, (SKIMAGE_K2 * data_range) ** 2
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov_xy + c2)) / (
+        (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2))
+    return ssim_map.mean(dim=(1, 2, 3)).float()
 
 
 def one_per_class(labels: torch.Tensor, count: int = 10) -> torch.Tensor:

@@ -2,10 +2,12 @@
 feature perturbations He et al. propose as defenses: shared by the split-model defenses (``split``,
 ``privacy-finetune``) and any plugin that builds on a split model.
 
-``split_model(model, layer)`` cuts privbench's lenet or resnet18 (an ``nn.Sequential``) after the
-named ``layer`` into deep copies (f1, f2) whose composition is the model. ``FeaturePerturbation`` is
-v -> (v + eps) (*) M (Gaussian or Laplace eps, Bernoulli(1 - r) mask M without rescaling), fresh on
-every call; ``SplitEncoder`` is f1 followed by its perturbation.
+``split_model(model, layer)`` cuts privbench's lenet, he-cifar or resnet18 (an ``nn.Sequential``)
+after the named ``layer`` into deep copies (f1, f2) whose composition is the model; ``ARCH_LAYERS``
+lists each architecture's layer names (He et al.'s split points: lenet conv1 / relu2, he-cifar
+conv11 / relu22 / relu32). ``FeaturePerturbation`` is v -> (v + eps) (*) M (Gaussian or Laplace eps,
+Bernoulli(1 - r) mask M without rescaling), fresh on every call; ``SplitEncoder`` is f1 followed by
+its perturbation.
 """
 
 from __future__ import annotations
@@ -20,9 +22,13 @@ from privbench.errors import PrivbenchError
 
 LENET_LAYERS = ("normalize", "conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1",
                 "relu3", "fc2", "relu4", "fc3")
+HE_CIFAR_LAYERS = ("normalize", "conv11", "relu11", "conv12", "relu12", "pool1", "conv21", "relu21",
+                   "conv22", "relu22", "pool2", "conv31", "relu31", "conv32", "relu32", "pool3",
+                   "flatten", "fc1", "fc1act", "fc2")
 RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")
 RESNET18_LAYERS = ("normalize", "conv1", "bn1", "relu", "layer1", "layer2", "layer3", "layer4",
                    "avgpool", "flatten", "fc")
+ARCH_LAYERS = {"lenet": LENET_LAYERS, "he-cifar": HE_CIFAR_LAYERS, "resnet18": RESNET18_LAYERS}
 NOISES = ("none", "gaussian", "laplace")
 
 
@@ -41,7 +47,8 @@ def resnet_stages(resnet: nn.Module) -> list[tuple[str, nn.Module]]:
 def model_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
     """The target model as an ordered list of (name, module) whose composition is the model.
 
-    lenet (and the MLP privbench uses on vectors) is a flat ``nn.Sequential``: its named children.
+    lenet, he-cifar (and the MLP privbench uses on vectors) are flat ``nn.Sequential``: their named
+    children.
     resnet18 is ``nn.Sequential(normalize, torchvision ResNet)``: the ResNet is expanded into its
     stages (conv1, bn1, relu, layer1-4, avgpool, flatten, fc). The modules are the model's own (not
     copies): copy the model first when the stages will be changed.
@@ -49,7 +56,7 @@ def model_stages(model: nn.Module) -> list[tuple[str, nn.Module]]:
     from torchvision.models import ResNet
     if not isinstance(model, nn.Sequential):
         raise PrivbenchError(f"cannot split a {type(model).__name__}: split needs an nn.Sequential "
-                             "target model (privbench's lenet or resnet18)")
+                             "target model (privbench's lenet, he-cifar or resnet18)")
     stages: list[tuple[str, nn.Module]] = []
     for name, child in model.named_children():
         stages += resnet_stages(child) if isinstance(child, ResNet) else [(name, child)]
@@ -60,11 +67,18 @@ def layer_names(model: nn.Module) -> list[str]:
     return [name for name, _ in model_stages(model)]
 
 
+def accepted_layers(arch: str) -> tuple[str, ...]:
+    """The layer names a split of built-in architecture ``arch`` accepts, in model order."""
+    if arch not in ARCH_LAYERS:
+        raise PrivbenchError(f"unknown architecture '{arch}'; accepted: {', '.join(ARCH_LAYERS)}")
+    return ARCH_LAYERS[arch]
+
+
 def check_known_layer(owner: str, layer: str) -> None:
     """Fail early (before any training) on a layer that no built-in architecture has."""
-    if layer not in LENET_LAYERS and layer not in RESNET18_LAYERS:
-        raise PrivbenchError(f"defense '{owner}': unknown layer '{layer}'; accepted: lenet: "
-                             f"{', '.join(LENET_LAYERS)}; resnet18: {', '.join(RESNET18_LAYERS)}")
+    if not any(layer in layers for layers in ARCH_LAYERS.values()):
+        accepted = "; ".join(f"{arch}: {', '.join(layers)}" for arch, layers in ARCH_LAYERS.items())
+        raise PrivbenchError(f"defense '{owner}': unknown layer '{layer}'; accepted: {accepted}")
 
 
 def split_model(model: nn.Module, layer: str, arch: str = "the target model",
