@@ -121,8 +121,10 @@ class MatrixRunner:
 
     def __init__(self, registry: Registry, store: Store, ctx: RunContext, *, executor: str = "local",
                  workers: int | None = None, threads: int | None = None,
-                 ray_address: str | None = None, fail_fast: bool = False) -> None:
+                 ray_address: str | None = None, fail_fast: bool = False,
+                 datasets: dict | None = None) -> None:
         self.registry = registry
+        self.datasets = datasets or {}  # already loaded (e.g. by the preflight), by load key
         self.store = store
         self.ctx = ctx
         self.executor_options = {"name": executor, "workers": workers, "threads": threads,
@@ -137,7 +139,9 @@ class MatrixRunner:
         finished = self.store.finished_keys()
         pending = [cell for cell in cells if cell.key not in finished]
         options = self.executor_options if pending else {**self.executor_options, "name": "local"}
-        executor = make_executor(worker=Harness(self.ctx), **options)  # nothing to run: no pool
+        harness = Harness(self.ctx)
+        harness.datasets.update(self.datasets)
+        executor = make_executor(worker=harness, **options)  # nothing to run: no pool
         run_id = self.store.start_run({"matrix": config.as_dict(), "argv": sys.argv,
                                        "executor": executor.name, "workers": executor.workers},
                                       versions(self.registry), platform.node())
@@ -178,7 +182,4 @@ class MatrixRunner:
     def _record(self, outcome: CellOutcome, report: RunReport) -> None:
         self.store.save_cell(report.run_id, outcome)
         report.outcomes.append(outcome)
-        if outcome.status != "done":
-            label = (f"{outcome.dataset_spec} · {outcome.defense_spec} · {outcome.attack_spec} · "
-                     f"seed {outcome.seed}")
-            self.ctx.progress.log(f"{outcome.status}: {label}: {outcome.reason}")
+        self.ctx.progress.cell(outcome)

@@ -1,8 +1,12 @@
-"""Progress reporting: rich bars for the run and for each long training loop."""
+"""Progress reporting: rich bars for the run and for each long training loop on a terminal; plain,
+timestamped lines when the output is a log (no TTY: CI, nohup, a pipe)."""
 
 from __future__ import annotations
 
 import contextlib
+import sys
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 from rich.console import Console
@@ -31,6 +35,10 @@ class RichProgress:
     def __exit__(self, *exc) -> None:
         self.progress.stop()
 
+    def stop(self) -> None:
+        """Stop redrawing (before a final message)."""
+        self.progress.stop()
+
     def log(self, message: str) -> None:
         self.progress.console.print(message)
 
@@ -40,6 +48,12 @@ class RichProgress:
     def update(self, task_id, **fields) -> None:
         self.progress.update(task_id, **fields)
 
+    def cell(self, outcome) -> None:
+        """A finished cell: the bar shows it; only a cell that did not finish as done gets a line."""
+        if outcome.status != "done":
+            self.log(f"{outcome.status}: {outcome.dataset_spec} · {outcome.defense_spec} · "
+                     f"{outcome.attack_spec} · seed {outcome.seed}: {outcome.reason}")
+
     @contextlib.contextmanager
     def task(self, description: str, total: int) -> Iterator[Callable[[], None]]:
         task_id = self.progress.add_task(f"  {description}", total=total)
@@ -47,6 +61,84 @@ class RichProgress:
             yield lambda: self.progress.advance(task_id)
         finally:
             self.progress.remove_task(task_id)
+
+
+class PlainProgress:
+    """Progress for a log: one line per event, nothing that redraws.
+
+    Each training loop (the target model, a defense's fit, an attack's training) prints a line when
+    it starts and one with its seconds when it ends; every finished cell prints its defense, attack,
+    seed, status, seconds and privacy.score (``cell``); every ``heartbeat_s`` a line gives the cells
+    done out of the total and an estimate of the time left. Worker processes do not print: with a
+    parallel executor only the cell and heartbeat lines appear."""
+
+    def __init__(self, stream=None, heartbeat_s: float = 30.0) -> None:
+        self.stream = stream or sys.stdout
+        self.heartbeat_s = heartbeat_s
+        self.started = time.monotonic()
+        self.totals: dict[int, list[int]] = {}  # task id -> [completed, total]
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> PlainProgress:
+        self.started = time.monotonic()
+        self._thread = threading.Thread(target=self._beat, daemon=True, name="privbench-heartbeat")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        """Stop the heartbeat."""
+        self._stop.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def log(self, message: str) -> None:
+        elapsed = int(time.monotonic() - self.started)
+        with self._lock:
+            print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {message}", file=self.stream, flush=True)
+
+    def add(self, description: str, total: int):
+        task_id = len(self.totals)
+        self.totals[task_id] = [0, total]
+        return task_id
+
+    def update(self, task_id, completed: int | None = None, **fields) -> None:
+        if task_id in self.totals and completed is not None:
+            self.totals[task_id][0] = completed
+
+    def cell(self, outcome) -> None:
+        """One line for a finished cell."""
+        seconds = (outcome.finished_at - outcome.started_at).total_seconds()
+        score = outcome.metrics.get("privacy.score")
+        headline = f", privacy.score {score:.3f}" if score is not None else ""
+        reason = f": {outcome.reason}" if outcome.reason else ""
+        self.log(f"cell {outcome.status} in {seconds:.1f} s: {outcome.dataset_spec} · "
+                 f"{outcome.defense_spec} · {outcome.attack_spec} · seed {outcome.seed}{headline}"
+                 f"{reason}")
+
+    @contextlib.contextmanager
+    def task(self, description: str, total: int) -> Iterator[Callable[[], None]]:
+        started = time.monotonic()
+        self.log(f"start: {description}")
+        yield lambda: None
+        self.log(f"end: {description} ({time.monotonic() - started:.1f} s)")
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.heartbeat_s):
+            if self.totals:
+                done, total = self.totals[0]
+                self.log(f"progress: {done}/{total} cells, {self._eta(done, total)}")
+
+    def _eta(self, done: int, total: int) -> str:
+        elapsed = time.monotonic() - self.started
+        if not done:
+            return f"{elapsed:.0f} s elapsed, no estimate before the first cell"
+        left = elapsed / done * (total - done)
+        return f"{elapsed:.0f} s elapsed, about {left:.0f} s left"
 
 
 class SilentProgress:
@@ -59,6 +151,9 @@ class SilentProgress:
         return None
 
     def update(self, task_id, **fields) -> None:
+        pass
+
+    def cell(self, outcome) -> None:
         pass
 
     @contextlib.contextmanager

@@ -94,11 +94,17 @@ epochs = 2
     assert "2 cells: 2 already finished, 0 run" in rerun.stdout
 
 
-def test_a_failed_cell_makes_the_run_exit_1_with_one_line_per_failure(tmp_path):
-    result = invoke("matrix", "--dataset", "mnist", "--defense", "identity", "--attack",
-                    "inverse-network", "--db", str(tmp_path / "f.db"), "--quiet",
-                    "--data-dir", str(tmp_path / "empty"))
+def test_a_failed_cell_makes_the_run_exit_1_with_one_line_per_failure(tmp_path, monkeypatch):
+    from privbench_plugins.examiner import Examiner
+
+    def crash(self, view):
+        raise RuntimeError("the examiner crashed\nsecond line of the message")
+
+    monkeypatch.setattr(Examiner, "run", crash)
+    result = invoke("matrix", "--dataset", "digits:limit=200,target_epochs=1", "--defense",
+                    "identity", "--attack", "examiner:epochs=1", "--db", str(tmp_path / "f.db"),
+                    "--quiet")
     assert result.exit_code == 1
     failures = [line for line in result.stderr.splitlines() if line.startswith("failed: ")]
-    assert len(failures) == 1
-    assert "dataset 'mnist' not found under" in failures[0] and "--download" in failures[0]
+    assert failures == ["failed: digits:limit=200,target_epochs=1 · identity · examiner:epochs=1 · "
+                        "seed 0: RuntimeError: the examiner crashed"]

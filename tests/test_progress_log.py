@@ -1,0 +1,47 @@
+"""Without a TTY (CI, nohup, a pipe) a run prints plain lines a log can read (issue: operations)."""
+
+from __future__ import annotations
+
+import io
+import re
+import time
+
+from click.testing import CliRunner
+from rich.console import Console
+
+from privbench.cli import _progress, main
+from privbench.progress import PlainProgress, RichProgress
+
+
+def test_a_run_without_a_tty_prints_a_line_per_training_and_per_cell(tmp_path):
+    result = CliRunner().invoke(main, [
+        "matrix", "--device", "cpu", "--dataset", "digits:limit=300,target_epochs=2",
+        "--defense", "identity", "--defense", "noise", "--attack", "examiner:epochs=2",
+        "--db", str(tmp_path / "s.db")], env={"PRIVBENCH_HOME": str(tmp_path / "home")})
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert any(re.fullmatch(r"\[\d\d:\d\d\] start: target model \(lenet\)", line) for line in lines)
+    assert any(re.fullmatch(r"\[\d\d:\d\d\] end: target model \(lenet\) \(\d+\.\d s\)", line)
+               for line in lines)
+    cells = [line for line in lines if " cell done in " in line]
+    assert len(cells) == 2, lines
+    assert re.fullmatch(r"\[\d\d:\d\d\] cell done in \d+\.\d s: digits:limit=300,target_epochs=2 · "
+                        r"identity · examiner:epochs=2 · seed 0, privacy\.score \d\.\d{3}", cells[0])
+
+
+def test_the_heartbeat_gives_cells_done_and_time_left():
+    stream = io.StringIO()
+    with PlainProgress(stream, heartbeat_s=0.05) as progress:
+        overall = progress.add("matrix", total=4)
+        progress.update(overall, completed=1)
+        time.sleep(0.2)
+    beats = [line for line in stream.getvalue().splitlines() if "progress:" in line]
+    assert beats and re.search(r"progress: 1/4 cells, \d+ s elapsed, about \d+ s left", beats[-1])
+
+
+def test_a_terminal_keeps_the_live_bars_and_quiet_prints_nothing():
+    terminal = Console(file=io.StringIO(), force_terminal=True)
+    piped = Console(file=io.StringIO(), force_terminal=False)
+    assert isinstance(_progress(terminal, quiet=False), RichProgress)
+    assert isinstance(_progress(piped, quiet=False), PlainProgress)
+    assert isinstance(_progress(piped, quiet=True), RichProgress)  # disabled: prints nothing
