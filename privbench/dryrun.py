@@ -1,0 +1,81 @@
+"""``privbench matrix --dry-run``: what a run would do, without training anything.
+
+It prints the plan's cells (and which are already in the store), the shared artifacts the pending
+cells need (one target model per dataset and seed, one fit per dataset, seed and defense; the
+artifact cache may already hold some of them) and a rough cost: for each pending cell, the mean
+duration of the store's finished cells of the same defense and attack, or else its scheduling cost
+hints (attack ``cost_hint`` x defense ``cost_hint``) in seconds per unit calibrated on the store's
+past cells (10 s per unit when the store has none).
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+
+from privbench.schedule import CellPlan, MatrixConfig, plan
+
+SECONDS_PER_UNIT = 10.0  # the cost of one hint unit when the store has no past timings
+
+
+def stored_cells(db: str) -> list:
+    """The store's cells, or [] when there is no store yet (a dry run never creates one)."""
+    from privbench.store import Store, normalize_url
+    url = normalize_url(db)
+    if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+        return []
+    try:
+        return Store(db, create=False).cells()
+    except Exception:  # no schema yet, or unreachable: a dry run reports nothing stored
+        return []
+
+
+def hint(cell: CellPlan) -> float:
+    return cell.attack.instance.cost_hint * cell.defense.instance.cost_hint
+
+
+def estimates(pending: list[CellPlan], stored: list) -> tuple[dict[str, float], str]:
+    """Seconds per pending cell (by key) and how they were estimated."""
+    past: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for cell in stored:
+        if cell.status == "done":
+            past[(cell.defense, cell.attack)].append(cell.duration_s)
+    per_unit = [statistics.fmean(times) for times in past.values()]
+    unit = SECONDS_PER_UNIT
+    if past:
+        hints = {(c.defense.name, c.attack.name): hint(c) for c in pending}
+        ratios = [statistics.fmean(times) / hints[key] for key, times in past.items() if key in hints]
+        unit = statistics.median(ratios) if ratios else statistics.median(per_unit)
+    seconds = {}
+    for cell in pending:
+        times = past.get((cell.defense.name, cell.attack.name))
+        seconds[cell.key] = statistics.fmean(times) if times else hint(cell) * unit
+    source = (f"past timings in the store where they exist, else cost hints at {unit:.1f} s per unit"
+              if past else f"cost hints only (no past timings in the store), {unit:.0f} s per unit")
+    return seconds, source
+
+
+def describe(registry, config: MatrixConfig, db: str) -> list[str]:
+    """The dry run's lines."""
+    cells = plan(registry, config)
+    stored = stored_cells(db)
+    finished = {c.key for c in stored if c.status in ("done", "not-applicable")}
+    pending = [c for c in cells if c.key not in finished]
+    seconds, source = estimates(pending, stored)
+    lines = [f"plan: {len(cells)} cells, {len(cells) - len(pending)} already in the store, "
+             f"{len(pending)} to run"]
+    targets = sorted({(c.dataset.spec, c.seed) for c in pending})
+    fits = sorted({(c.dataset.spec, c.seed, c.defense.spec) for c in pending})
+    lines.append(f"shared artifacts the pending cells need (the cache may hold some): "
+                 f"{len(targets)} target model(s), {len(fits)} defense fit(s)")
+    lines += [f"  target model: {dataset} · seed {seed}" for dataset, seed in targets]
+    lines += [f"  fit: {dataset} · seed {seed} · {defense}" for dataset, seed, defense in fits]
+    lines.append("cells:")
+    for cell in cells:
+        state = "stored " if cell.key in finished else f"~{seconds[cell.key]:6.0f} s"
+        lines.append(f"  {state}  {cell.label}")
+    total = sum(seconds.values())
+    lines.append(f"estimated time for the pending cells: about {total / 60:.1f} min ({source}); "
+                 "nothing was trained or stored")
+    return lines
