@@ -67,7 +67,10 @@ class LocalExecutor:
     def running(self) -> dict[str, int]:
         return {self.current.stage: 1} if self.current else {}
 
-    def close(self) -> None:
+    def running_jobs(self) -> list[Job]:
+        return [self.current] if self.current else []
+
+    def close(self, abort: bool = False) -> None:
         pass
 
 
@@ -120,6 +123,9 @@ class DispatchingExecutor:
             stages[job.stage] = stages.get(job.stage, 0) + 1
         return stages
 
+    def running_jobs(self) -> list[Job]:
+        return list(self.in_flight.values())
+
     def _start(self, job: Job):  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -164,10 +170,15 @@ class ProcessExecutor(DispatchingExecutor):
     def _result(self, handle: futures.Future) -> JobResult:
         return handle.result()
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Wait for the workers to exit; ``abort`` (Ctrl-C, SIGTERM) terminates them at once
+        instead of letting their running jobs finish."""
         for future in self.in_flight:
             future.cancel()
-        self.pool.shutdown(wait=True, cancel_futures=True)
+        if abort:
+            for process in list((self.pool._processes or {}).values()):  # no public way to stop them
+                process.terminate()
+        self.pool.shutdown(wait=not abort, cancel_futures=True)
 
 
 class RayExecutor(DispatchingExecutor):
@@ -204,7 +215,7 @@ class RayExecutor(DispatchingExecutor):
     def _result(self, handle) -> JobResult:
         return self.ray.get(handle)
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         for ref in self.in_flight:
             self.ray.cancel(ref, force=True)
         if self.started_here:

@@ -107,6 +107,7 @@ class RunReport:
     outcomes: list[CellOutcome] = field(default_factory=list)
     keys: set[str] = field(default_factory=set)
     wall_s: float = 0.0
+    interrupted: list[CellOutcome] = field(default_factory=list)
 
     @property
     def failures(self) -> list[CellOutcome]:
@@ -125,6 +126,7 @@ class MatrixRunner:
                  datasets: dict | None = None) -> None:
         self.registry = registry
         self.datasets = datasets or {}  # already loaded (e.g. by the preflight), by load key
+        self.interrupted: list[CellOutcome] = []  # cells recorded as interrupted by Ctrl-C / SIGTERM
         self.store = store
         self.ctx = ctx
         self.executor_options = {"name": executor, "workers": workers, "threads": threads,
@@ -163,11 +165,26 @@ class MatrixRunner:
                 self.ctx.progress.update(overall, completed=report.skipped + len(report.outcomes),
                                          description=self._description(report, executor))
             status = "finished" if not report.failures else "finished-with-failures"
+        except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the command line
+            self._record_interrupted(executor.running_jobs(), report)
+            raise
         finally:
-            executor.close()
+            executor.close(abort=status == "interrupted")
             self.store.finish_run(run_id, status)
             report.wall_s = time.perf_counter() - started
         return report
+
+    def _record_interrupted(self, jobs, report: RunReport) -> None:
+        """Store the cells that were running as ``interrupted`` (a rerun runs them again)."""
+        from privbench.harness import outcome
+        for job in jobs:
+            if job.stage != "cell":
+                continue
+            for cell in job.cells:
+                self._record(outcome(cell, "interrupted", str(self.ctx.device),
+                                     reason="interrupted (Ctrl-C or SIGTERM) while running"), report)
+        report.interrupted = [o for o in report.outcomes if o.status == "interrupted"]
+        self.interrupted = report.interrupted
 
     def _description(self, report: RunReport, executor) -> str:
         """Cells done / running / failed, and the shared training under way (parallel executors)."""

@@ -108,3 +108,15 @@ def test_a_failed_cell_makes_the_run_exit_1_with_one_line_per_failure(tmp_path, 
     failures = [line for line in result.stderr.splitlines() if line.startswith("failed: ")]
     assert failures == ["failed: digits:limit=200,target_epochs=1 · identity · examiner:epochs=1 · "
                         "seed 0: RuntimeError: the examiner crashed"]
+
+
+def test_list_without_a_terminal_prints_one_readable_block_per_plugin():
+    result = invoke("list", "defenses")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "defenses"
+    heads = [line for line in lines if line.startswith("  ") and not line.startswith("    ")]
+    assert any(line.startswith("  disguised-nets (privbench ") for line in heads), heads
+    assert all(len(line) <= 120 for line in lines)
+    block = lines[lines.index(next(h for h in heads if h.startswith("  disguised-nets"))) + 1]
+    assert block.startswith("    summary: block-wise secret permutation")
