@@ -89,7 +89,10 @@ def test_interruption_keeps_every_finished_cell(edge_registry, tmp_path, shared_
         run_matrix(edge_registry, url, shared_cache, defenses=[("identity", {})],
                    attacks=[("counting", {}), ("interrupting", {})])
     store = Store(url)
-    assert [(c.attack, c.status) for c in store.cells()] == [("counting", "done")]
+    # the finished cell is kept; the one that was running is recorded as interrupted (rerun later)
+    assert [(c.attack, c.status) for c in store.cells()] == [("counting", "done"),
+                                                           ("interrupting", "interrupted")]
+    assert "interrupting" not in {c.attack for c in store.cells() if c.key in store.finished_keys()}
     assert store.runs()[-1].status == "interrupted"
 
 
