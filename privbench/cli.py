@@ -1,15 +1,20 @@
-"""The ``privbench`` command line: ``list``, ``matrix``, ``results``, ``leaderboard``."""
+"""The ``privbench`` command line: ``list``, ``matrix``, ``results``, ``leaderboard``, ``reproduce``."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import dataclasses
 import io
 import json
+import signal
 import sys
+import threading
 
 import click
 
 FORMATS = ("table", "csv", "json")
+WIDE_LISTING = 120  # narrower terminals (and logs) get privbench list as one block per plugin
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -46,6 +51,11 @@ def list_command(kind: str | None, fmt: str) -> None:
     from privbench.datasets import DatasetSource
     common = [p.name for p in DatasetSource.parameters()]
     console = _console()
+    if not console.is_terminal or console.width < WIDE_LISTING:
+        _list_blocks(listing, common, console.width if console.is_terminal else WIDE_LISTING)
+        for problem in registry.problems:
+            click.echo(f"broken plugin: {problem}")
+        return
     for title, items in listing.items():
         caption = ("every dataset also takes the scenario options " + ", ".join(common)
                    if title == "datasets" else None)
@@ -61,6 +71,29 @@ def list_command(kind: str | None, fmt: str) -> None:
         console.print(table)
     for problem in registry.problems:  # after the listing; click.echo: one line each, never wrapped
         click.echo(f"broken plugin: {problem}")
+
+
+def _list_blocks(listing: dict, common: list[str], width: int) -> None:
+    """``privbench list`` for a log or a narrow terminal, where a five-column table would squeeze
+    every word into its own line: one block per plugin, each field on its own wrapped lines."""
+    import textwrap
+    width = max(width, 40)
+    for title, items in listing.items():
+        click.echo(title)
+        if title == "datasets":
+            click.echo(textwrap.fill("every dataset also takes the scenario options "
+                                     + ", ".join(common), width, initial_indent="  ",
+                                     subsequent_indent="  "))
+        for item in items:
+            params = ", ".join(f"{p['name']}={p['default']}" for p in item["parameters"]
+                               if title != "datasets" or p["name"] not in common)
+            click.echo(f"  {item['name']} ({item['package']} {item['version']})")
+            for label, text in (("summary", item["summary"]), ("access", item.get("access", "")),
+                                ("parameters", params)):
+                if text:
+                    click.echo(textwrap.fill(f"{label}: {text}", width, initial_indent="    ",
+                                             subsequent_indent="      "))
+        click.echo()
 
 
 def _describe(item) -> dict:
@@ -117,8 +150,12 @@ def _describe(item) -> dict:
               help="Render the leaderboard of the whole store into DIR at the end of the run.")
 @click.option("--fail-fast", is_flag=True,
               help="Stop at the first failed cell and print its traceback (for plugin development).")
+@click.option("--dry-run", is_flag=True,
+              help="Print the plan, the shared artifacts to train, the cells already stored and a "
+                   "cost estimate; train nothing.")
 def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_dir, data_dir,
-           download, quiet, executor, workers, threads, ray_address, leaderboard_dir, fail_fast) -> None:
+           download, quiet, executor, workers, threads, ray_address, leaderboard_dir, fail_fast,
+           dry_run) -> None:
     """Run the defense x attack matrix and store every cell."""
     from privbench.forkserver import is_cuda, start_fork_server
     if executor == "process" and not is_cuda(device):
@@ -136,6 +173,11 @@ def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_di
         defenses=[parse_spec(s) for s in defenses] or entries_from_config(file_config, "defense"),
         attacks=[parse_spec(s) for s in attacks] or entries_from_config(file_config, "attack"),
         seeds=parse_seeds(pick(seeds, "seeds", "0")))
+    if dry_run:
+        from privbench.dryrun import describe
+        for line in describe(_registry(), config, pick(db, "db", "privbench.db")):
+            click.echo(line)
+        return
     _run_matrix(config, db=pick(db, "db", "privbench.db"), device=pick(device, "device", "auto"),
                 cache_dir=pick(cache_dir, "cache_dir", None), data_dir=pick(data_dir, "data_dir", None),
                 download=bool(pick(download, "download", False)), quiet=quiet,
@@ -152,29 +194,34 @@ def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, lea
     from pathlib import Path
 
     from privbench.artifacts import ArtifactCache
-    from privbench.context import RunContext, default_cache_dir, privbench_home, resolve_device
+    from privbench.context import RunContext, default_cache_dir, privbench_home
     from privbench.matrix import FailFast, MatrixRunner, plan
-    from privbench.progress import RichProgress
     from privbench.store import Store
     registry = _registry()
     plan(registry, config)  # validate every name and parameter before touching the store
+    ctx = RunContext(cache=ArtifactCache(cache_dir or default_cache_dir()),
+                     data_dir=Path(data_dir) if data_dir else privbench_home() / "data",
+                     download=download)
+    ctx, checked = _preflight(registry, config, ctx, device, db)
     store = Store(db)
     console = _console()
-    with RichProgress(console, disable=quiet) as progress:
-        ctx = RunContext(device=resolve_device(str(device)), progress=progress,
-                         cache=ArtifactCache(cache_dir or default_cache_dir()),
-                         data_dir=Path(data_dir) if data_dir else privbench_home() / "data",
-                         download=download)
-        runner = MatrixRunner(registry, store, ctx, **executor)
+    with _progress(console, quiet) as progress:
+        ctx = dataclasses.replace(ctx, progress=progress)
+        runner = MatrixRunner(registry, store, ctx, datasets=checked.datasets, **executor)
         try:
-            report = runner.run(config)
+            with _sigterm_interrupts():
+                report = runner.run(config)
         except KeyboardInterrupt:
-            progress.progress.stop()
-            click.echo("interrupted: every finished cell is kept in the store; "
-                       "rerun the same command to go on", err=True)
+            progress.stop()
+            stopped = "; ".join(f"{o.defense_spec} · {o.attack_spec} · seed {o.seed}"
+                                for o in runner.interrupted)
+            click.echo(f"interrupted: every finished cell is kept in the store; "
+                       f"{len(runner.interrupted)} running cell(s) recorded as interrupted"
+                       + (f" ({stopped})" if stopped else "")
+                       + "; rerun the same command to go on", err=True)
             sys.exit(130)
         except FailFast as stop:
-            progress.progress.stop()
+            progress.stop()
             failed = stop.outcome
             click.echo((failed.error or "").rstrip(), err=True)
             click.echo(f"failed (--fail-fast): {failed.dataset_spec} · {failed.defense_spec} · "
@@ -192,6 +239,53 @@ def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, lea
             click.echo(f"failed: {outcome.dataset_spec} · {outcome.defense_spec} · "
                        f"{outcome.attack_spec} · seed {outcome.seed}: {outcome.reason}", err=True)
         sys.exit(1)
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts():
+    """SIGTERM (kill, a CI timeout, a scheduler) stops the run the way Ctrl-C does."""
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _progress(console, quiet: bool):
+    """Rich bars on a terminal; plain timestamped lines when the output is a log (no TTY);
+    nothing with --quiet."""
+    from privbench.progress import PlainProgress, RichProgress
+    if quiet or console.is_terminal:
+        return RichProgress(console, disable=quiet)
+    return PlainProgress()
+
+
+def _preflight(registry, config, ctx, device: str, db: str):
+    """Check what the run needs before anything trains or touches the store (privbench.preflight):
+    every problem is printed as one line, all together, and the command exits 2."""
+    from privbench.context import resolve_device
+    from privbench.errors import PrivbenchError
+    from privbench.preflight import preflight
+    problems = []
+    try:
+        ctx = dataclasses.replace(ctx, device=resolve_device(str(device)))
+    except PrivbenchError as error:
+        problems.append(error.format_message())
+    checked = preflight(registry, config, ctx, db)
+    problems += checked.problems
+    if problems:
+        for problem in problems:
+            click.echo(f"Error: {problem}", err=True)
+        if len(problems) > 1:
+            click.echo(f"{len(problems)} problems found before the run started; nothing was "
+                       "trained or stored", err=True)
+        sys.exit(2)
+    return ctx, checked
 
 
 def _render_leaderboard(store, out_dir: str) -> None:
@@ -328,6 +422,40 @@ def _as_csv(rows: list[dict], per_cell: bool) -> str:
             writer.writerow([row["dataset"], row["defense"], row["attack"], row["threat_model"],
                              row["status"], seeds, name, stat["mean"], stat["std"], stat["n"]])
     return buffer.getvalue()
+
+
+@main.command()
+@click.argument("name", required=False)
+@click.option("--list", "list_only", is_flag=True, help="List the shipped reproductions and their cost.")
+@click.option("--quick", is_flag=True,
+              help="Reduced run (fewer images / epochs, the config's [quick]); checks only shape facts.")
+@click.option("--seeds", default=None, help="Comma-separated seeds.  [default: the config's]")
+@click.option("--dataset", "datasets", multiple=True, metavar="NAME",
+              help="Only the config's matrices on this dataset (repeatable); rows about others are not checked.")
+@click.option("--db", default="privbench.db", show_default=True, help="SQLAlchemy URL or SQLite path.")
+@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda.")
+@click.option("--cache-dir", default=None, type=click.Path(file_okay=False),
+              help="Shared artifacts.  [default: $PRIVBENCH_HOME/cache]")
+@click.option("--data-dir", default=None, type=click.Path(file_okay=False),
+              help="Where torchvision datasets live.  [default: $PRIVBENCH_HOME/data]")
+@click.option("--download/--no-download", default=False,
+              help="Let torchvision download missing datasets (needs internet).")
+@click.option("--executor", default="local", type=click.Choice(["local", "process", "ray"]),
+              show_default=True, help="Where cells run, as for `privbench matrix`.")
+@click.option("--workers", type=int, default=None, help="Worker processes or Ray CPUs.")
+@click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def reproduce(name, list_only, quick, seeds, datasets, db, device, cache_dir, data_dir, download,
+              executor, workers, fmt, quiet) -> None:
+    """Run a paper's experiment (NAME: a shipped reproduction or a .toml file) through the matrix
+    and print it beside the published numbers; exit status 1 when a checked row does not hold."""
+    from privbench.forkserver import is_cuda, start_fork_server
+    if executor == "process" and not is_cuda(device):
+        start_fork_server()  # before this process imports torch, as `privbench matrix` does
+    from privbench.reproduce import command
+    sys.exit(command(name, list_only=list_only, quick=quick, seeds=seeds, datasets=datasets, fmt=fmt, db=db,
+                     device=device, cache_dir=cache_dir, data_dir=data_dir, download=download,
+                     quiet=quiet, executor={"executor": executor, "workers": workers}))
 
 
 if __name__ == "__main__":  # pragma: no cover
