@@ -98,9 +98,23 @@ def preflight(registry, config: MatrixConfig, ctx, db: str) -> Preflight:
     problem = store_problem(db)
     if problem:
         found.add(problem)
-    for call in _unique(c.dataset for c in cells) + _unique(c.probes for c in cells if c.probes):
+    for call in _unique(c.dataset for c in cells):
         _check_dataset(call, cells, ctx, found)
+    for cell in {c.probes.spec: c for c in cells if c.probes}.values():
+        _check_probes(cell, ctx, found)
     return found
+
+
+def _check_probes(cell, ctx, found: Preflight) -> None:
+    """A class-statistic attack's probe dataset must load too; the line says who needs it."""
+    load_key = config_key({**cell.probes.instance.load_config(), "version": cell.probes.version})
+    if load_key in found.datasets:
+        return
+    try:
+        found.datasets[load_key] = cell.probes.instance.load(ctx)
+    except PrivbenchError as error:
+        found.add(f"{error} (needed by attack '{cell.attack.spec}' as its out-of-training probe "
+                  "classes; out=held-out needs no other dataset)")
 
 
 def _unique(calls) -> list:

@@ -52,3 +52,17 @@ def test_every_problem_is_listed_together(tmp_path):
         "(dataset digits)",
         "2 problems found before the run started; nothing was trained or stored"]
     assert not db.parent.exists()
+
+
+def test_a_missing_probe_dataset_names_the_attack_that_needs_it(tmp_path):
+    result = run(tmp_path, "--dataset", "mnist:target=digit", "--data-dir", str(tmp_path / "data"),
+                 "--defense", "identity", "--attack", "class-membership", "--db", str(tmp_path / "s.db"))
+    assert result.exit_code == 2, result.output
+    probe = [line for line in result.stderr.splitlines() if "'fashion-mnist' not found" in line]
+    assert len(probe) == 1 and probe[0].endswith(
+        "(needed by attack 'class-membership' as its out-of-training probe classes; out=held-out "
+        "needs no other dataset)")
+    held_out = run(tmp_path, "--dataset", "mnist:target=digit", "--data-dir", str(tmp_path / "data"),
+                   "--defense", "identity", "--attack", "class-membership:out=held-out",
+                   "--db", str(tmp_path / "s.db"))
+    assert "fashion-mnist" not in held_out.stderr
