@@ -8,6 +8,7 @@ The template draws it; every text goes through Jinja's autoescape.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from leaderboard.model import SCORE, DatasetPage, DefenseRow, Stat
@@ -200,3 +201,72 @@ def page_plots(page: DatasetPage) -> list[Plot]:
         plots.append(build_plot(f"p{len(plots)}", f"{attack.spec} ({attack.threat_model})",
                                 f"{SCORE} under {attack.spec}", page.rows, score))
     return [plot for plot in plots if plot.points]
+
+
+# -- a line figure over categories (He et al.'s PSNR by split depth, published vs measured) -------------
+
+@dataclass
+class Series:
+    """One attacker's line: its colour and, per category, the published and measured value (or None)."""
+
+    label: str
+    colour: str
+    published: list[tuple[float, float, str]] = field(default_factory=list)  # (SVG x, SVG y, tooltip)
+    measured: list[tuple[float, float, str]] = field(default_factory=list)
+
+    @staticmethod
+    def line(marks: list[tuple[float, float, str]]) -> str:
+        return " ".join(f"{x},{y}" for x, y, _ in marks)
+
+
+@dataclass
+class LineFigure:
+    """An inline-SVG line chart: categories on x, a value on y, two lines (published dashed, measured
+    solid) per series."""
+
+    y_label: str
+    categories: list[tuple[float, str]]  # (SVG x, label)
+    y_ticks: list[tuple[float, str]]  # (SVG y, label)
+    series: list[Series]
+    frame: dict[str, float]
+    width: int = WIDTH
+    height: int = HEIGHT
+
+
+def nice_top(value: float) -> tuple[float, float]:
+    """An axis top at or above ``value`` and a tick step (1, 2, 5 times a power of ten, smallest
+    first) that gives at most five steps."""
+    scale = 0.01
+    while True:
+        for factor in (1, 2, 5):
+            step = factor * scale
+            if value / step <= 5:
+                return step * max(1, math.ceil(value / step)), step
+        scale *= 10
+
+
+def line_figure(y_label: str, categories: list[str],
+                series: dict[str, dict[str, tuple[float | None, float | None]]]) -> LineFigure:
+    """The figure of ``series`` (label -> category -> (published, measured)); y starts at 0."""
+    values = [v for points in series.values() for pair in points.values() for v in pair if v is not None]
+    top, step = nice_top(max(values, default=1.0) * 1.05)
+    span_x = (WIDTH - LEFT - RIGHT) / max(1, len(categories))
+    xs = {name: round(LEFT + span_x * (i + 0.5), 1) for i, name in enumerate(categories)}
+
+    def y_of(value: float) -> float:
+        return round(HEIGHT - BOTTOM - max(0.0, min(1.0, value / top)) * (HEIGHT - TOP - BOTTOM), 1)
+
+    lines = []
+    for i, (label, points) in enumerate(series.items()):
+        line = Series(label, PALETTE[i % len(PALETTE)])
+        for name in categories:
+            published, measured = points.get(name, (None, None))
+            if published is not None:
+                line.published.append((xs[name], y_of(published), f"{label} at {name}: published {published:.4g}"))
+            if measured is not None:
+                line.measured.append((xs[name], y_of(measured), f"{label} at {name}: measured {measured:.4g}"))
+        lines.append(line)
+    ticks = [(y_of(step * k), f"{step * k:g}") for k in range(int(round(top / step)) + 1)]
+    frame = {"left": LEFT, "right": WIDTH - RIGHT, "top": TOP, "bottom": HEIGHT - BOTTOM,
+             "middle_x": (LEFT + WIDTH - RIGHT) / 2, "middle_y": (TOP + HEIGHT - BOTTOM) / 2}
+    return LineFigure(y_label, [(xs[name], name) for name in categories], ticks, lines, frame)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import re
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
@@ -21,6 +21,8 @@ from sqlalchemy import select
 
 from leaderboard.model import DatasetPage, dataset_pages, fmt, unit
 from leaderboard.plot import page_plots
+from leaderboard.reproductions import FILENAME as REPRODUCTIONS_PAGE
+from leaderboard.reproductions import ReproductionView, reproduction_views
 from privbench.store import Cell, Store, StoredArtifact
 
 STATIC = Path(__file__).parent / "static"
@@ -120,11 +122,14 @@ def build(store: Store, out: Path, claims: Mapping[str, frozenset[str]] | None =
     return pages
 
 
-def render_site(store: Store, out_dir: str | Path, claims: Mapping[str, frozenset[str]] | None = None) -> Path:
+def render_site(store: Store, out_dir: str | Path, claims: Mapping[str, frozenset[str]] | None = None,
+                reproductions: Iterable[str | Path] = ()) -> Path:
     """Render the leaderboard of everything in ``store`` into ``out_dir``; return its ``index.html``.
 
     ``claims`` maps a defense name to the threat models it claims; by default each installed
-    defense's ``Defense.claims``. Files are overwritten in place; nothing else in ``out_dir`` is removed."""
+    defense's ``Defense.claims``. ``reproductions`` adds reproduction config paths to the shipped ones
+    for ``reproductions.html`` (written only when one of them has a cell in the store). Files are
+    overwritten in place; nothing else in ``out_dir`` is removed but a stale ``reproductions.html``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(STATIC, out / "static", dirs_exist_ok=True)
@@ -133,6 +138,24 @@ def render_site(store: Store, out_dir: str | Path, claims: Mapping[str, frozense
     for page in pages:
         html = env.get_template("dataset.html").render(page=page, pages=pages, site=site)
         (out / page.filename).write_text(html, encoding="utf-8")
+    views = write_reproductions(store, out, env, pages, site, reproductions)
     index = out / "index.html"
-    index.write_text(env.get_template("index.html").render(pages=pages, site=site), encoding="utf-8")
+    index.write_text(env.get_template("index.html").render(pages=pages, site=site, reproductions=views),
+                     encoding="utf-8")
     return index
+
+
+def write_reproductions(store: Store, out: Path, env: Environment, pages: list[DatasetPage],
+                        site: dict[str, str], extra: Iterable[str | Path]) -> list[ReproductionView]:
+    """Write ``reproductions.html`` when some reproduction has a cell in the store (else remove a stale
+    one) and return its reproductions."""
+    from privbench.plugins import load_registry
+    images = {cell_id: found for page in pages for cell_id, found in page.images.items()}
+    views = reproduction_views(store.cells(), images, load_registry(), extra)
+    target = out / REPRODUCTIONS_PAGE
+    if views:
+        target.write_text(env.get_template("reproductions.html").render(views=views, pages=pages, site=site),
+                          encoding="utf-8")
+    elif target.exists():
+        target.unlink()
+    return views
