@@ -134,9 +134,7 @@ def subset(dataset: Dataset, indices) -> Dataset:
 
 
 def resized(dataset: Dataset, size: int) -> Dataset:
-    import torch.nn.functional as F
-    images = F.interpolate(dataset.images, size=(size, size), mode="bilinear",
-                           align_corners=False, antialias=True).clamp(0, 1)
+    images = conformed(dataset.images, (dataset.images.shape[1], size, size))
     return Dataset(dataset.name, images, dataset.labels, dataset.tasks)
 
 

@@ -29,7 +29,7 @@ from privbench.context import RunContext, privbench_home
 from privbench.datasets import conformed
 from privbench.errors import NotApplicable, PrivbenchError
 from privbench.metrics import check_values
-from privbench.schedule import CellPlan, Job, JobResult, PluginCall
+from privbench.schedule import CellPlan, Job, JobResult, PluginCall, dataset_load_key
 from privbench.scoring import GroundTruth, one_per_class, score
 from privbench.store import CellOutcome, utcnow
 from privbench.streams import seed_globals
@@ -179,7 +179,7 @@ class Harness:
     def scenario(self, dataset: PluginCall, seed: int):
         """The (dataset, seed) split into owner / aux / test; the data is loaded once per process."""
         from privbench.datasets import make_scenario
-        load_key = config_key({**dataset.instance.load_config(), "version": dataset.version})
+        load_key = dataset_load_key(dataset)
         if (load_key, seed) not in self.scenarios:
             self.scenarios[(load_key, seed)] = make_scenario(
                 dataset.instance, self.dataset(dataset), seed, version=dataset.version)
@@ -187,7 +187,7 @@ class Harness:
 
     def dataset(self, dataset: PluginCall):
         """The loaded images and labels of ``dataset``, once per process."""
-        load_key = config_key({**dataset.instance.load_config(), "version": dataset.version})
+        load_key = dataset_load_key(dataset)
         if load_key not in self.datasets:
             self.datasets[load_key] = dataset.instance.load(self.ctx)
         return self.datasets[load_key]

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from privbench.errors import PrivbenchError
-from privbench.keys import config_key
-from privbench.schedule import MatrixConfig, plan
+from privbench.schedule import MatrixConfig, dataset_load_key, plan
 
 
 @dataclass
@@ -107,14 +106,20 @@ def preflight(registry, config: MatrixConfig, ctx, db: str) -> Preflight:
 
 def _check_probes(cell, ctx, found: Preflight) -> None:
     """A class-statistic attack's probe dataset must load too; the line says who needs it."""
-    load_key = config_key({**cell.probes.instance.load_config(), "version": cell.probes.version})
-    if load_key in found.datasets:
-        return
-    try:
-        found.datasets[load_key] = cell.probes.instance.load(ctx)
-    except PrivbenchError as error:
-        found.add(f"{error} (needed by attack '{cell.attack.spec}' as its out-of-training probe "
-                  "classes; out=held-out needs no other dataset)")
+    _load(cell.probes, ctx, found, f" (needed by attack '{cell.attack.spec}' as its out-of-training "
+                                   "probe classes; out=held-out needs no other dataset)")
+
+
+def _load(call, ctx, found: Preflight, needed_by: str = ""):
+    """The dataset of ``call``, loaded once; None (and a problem line) when it does not load."""
+    load_key = dataset_load_key(call)
+    if load_key not in found.datasets:
+        try:
+            found.datasets[load_key] = call.instance.load(ctx)
+        except PrivbenchError as error:
+            found.add(f"{error}{needed_by}")
+            return None
+    return found.datasets[load_key]
 
 
 def _unique(calls) -> list:
@@ -126,13 +131,9 @@ def _unique(calls) -> list:
 
 def _check_dataset(call, cells, ctx, found: Preflight) -> None:
     """Load the dataset (its files must be there); then every defense on it must accept its images."""
-    load_key = config_key({**call.instance.load_config(), "version": call.version})
-    try:
-        dataset = found.datasets.get(load_key) or call.instance.load(ctx)
-    except PrivbenchError as error:
-        found.add(str(error))
+    dataset = _load(call, ctx, found)
+    if dataset is None:
         return
-    found.datasets[load_key] = dataset
     facts = call.instance.facts(dataset.image_shape, dataset.tasks)
     for defense in _unique(c.defense for c in cells if c.dataset.spec == call.spec):
         refused = defense.instance.check_data(facts)

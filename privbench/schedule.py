@@ -46,6 +46,12 @@ class PluginCall:
     version: str = ""  # package, version and cache_version: part of every key built on the plugin
 
 
+def dataset_load_key(dataset: PluginCall) -> str:
+    """What determines a dataset's loaded images (its load config and plugin version): the key
+    under which a process keeps them loaded."""
+    return config_key({**dataset.instance.load_config(), "version": dataset.version})
+
+
 @dataclass(frozen=True)
 class CellPlan:
     dataset: PluginCall
