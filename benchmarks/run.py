@@ -15,7 +15,11 @@ Prints:
 4. per defense, the encode cost in ms per image for a batch of 256 images of each offline dataset
    (``digits`` 8x8 grey, ``lfw-subset`` 25x25 grey, a 28x28 batch the size of MNIST);
 5. the peak memory of each matrix run: the whole process tree's proportional set size (PSS), so a
-   page shared by several processes (torch's libraries in every worker) counts once.
+   page shared by several processes (torch's libraries in every worker) counts once;
+6. where the process run's wall time went, from its ``--timeline``: start-up before the first job,
+   time with fewer jobs working than workers, shut-down after the last, and their sum's share of
+   the wall time (the critical-path fraction), beside the jobs' summed working seconds in the local
+   and the process run.
 
 With ``--inverse-network DIR`` (real MNIST under DIR, e.g. from ../shared/data/real_mnist.py) it
 only times He et al.'s MNIST conv1 inverse-network cell: the owner's 8,000 training images ("same
@@ -33,6 +37,7 @@ is cached before a first run; the two first runs do not share a cache either.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import platform
 import subprocess
@@ -40,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
@@ -113,23 +119,81 @@ class PeakMemory(threading.Thread):
             self.stopped.wait(max(0.1, 20 * (time.thread_time() - started)))
 
 
-def timed_matrix(workdir: Path, args: list[str]) -> tuple[float, int, str]:
-    """(seconds, peak bytes, closing line) of one ``privbench matrix`` process run in ``workdir``."""
+@dataclass
+class MatrixRun:
+    """One timed ``privbench matrix`` process: wall seconds, peak memory, its closing line, and its
+    jobs (from ``--timeline``) with the wall-clock span of the process."""
+
+    seconds: float
+    peak: int
+    closing_line: str
+    jobs: list[dict]
+    launched: float
+    exited: float
+
+
+def timed_matrix(workdir: Path, args: list[str]) -> MatrixRun:
+    """One ``privbench matrix`` process run in ``workdir``, timed, with its job timeline."""
     workdir.mkdir(parents=True, exist_ok=True)
+    timeline = workdir / "timeline.jsonl"
     env = {**os.environ, "PRIVBENCH_HOME": str(workdir / "home"), "COLUMNS": "200"}
-    started = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "privbench", "matrix", "--quiet", *args],
+    launched, started = time.time(), time.perf_counter()
+    process = subprocess.Popen([sys.executable, "-m", "privbench", "matrix", "--quiet",
+                                "--timeline", str(timeline), *args],
                                cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
     sampler = PeakMemory(process.pid)
     sampler.start()
     stdout, stderr = process.communicate()
     seconds = time.perf_counter() - started
+    exited = time.time()
     sampler.stopped.set()
     sampler.join()
     if process.returncode not in (0, 1):  # 1: some cell failed, still a finished run
         raise SystemExit(f"privbench matrix {' '.join(args)} exited {process.returncode}:\n{stderr}")
-    return seconds, sampler.peak, stdout.strip().splitlines()[-1]
+    lines = [json.loads(line) for line in timeline.read_text().splitlines()]
+    jobs = [line for line in lines if "stage" in line and "started" in line]
+    return MatrixRun(seconds, sampler.peak, stdout.strip().splitlines()[-1], jobs, launched, exited)
+
+
+@dataclass
+class Occupancy:
+    """Where the wall time of a parallel run went, from its job timeline.
+
+    A job counts as working from its start plus the seconds it waited for another process's
+    artifact (``lock_wait_s``: such waits come first in a job) to its end. ``critical_path_s`` is
+    the time fewer than ``workers`` jobs were working: the process starting up before the first
+    job, gaps while only one job could run, and the time after the last job ended."""
+
+    wall_s: float
+    startup_s: float  # launch -> first job starts working
+    underfull_s: float  # between the first job and the last: fewer than `workers` jobs working
+    shutdown_s: float  # last job ends -> process exits
+    job_s: float  # sum of the jobs' working seconds
+
+    @property
+    def critical_path_s(self) -> float:
+        return self.startup_s + self.underfull_s + self.shutdown_s
+
+    @property
+    def critical_path_fraction(self) -> float:
+        return self.critical_path_s / self.wall_s
+
+
+def occupancy(run: MatrixRun, workers: int) -> Occupancy:
+    """Sweep the jobs' working intervals and add up the time fewer than ``workers`` overlap."""
+    spans = [(job["started"] + job["lock_wait_s"], job["finished"]) for job in run.jobs]
+    spans = [(start, max(start, end)) for start, end in spans]
+    first, last = min(s for s, _ in spans), max(e for _, e in spans)
+    events = sorted([(s, 1) for s, _ in spans] + [(e, -1) for _, e in spans])
+    underfull, working, previous = 0.0, 0, first
+    for moment, change in events:
+        if working < workers:
+            underfull += moment - previous
+        working, previous = working + change, moment
+    return Occupancy(wall_s=run.exited - run.launched, startup_s=first - run.launched,
+                     underfull_s=underfull, shutdown_s=run.exited - last,
+                     job_s=sum(e - s for s, e in spans))
 
 
 INVERSE_NETWORK_CELL = [
@@ -143,8 +207,9 @@ def inverse_network_cell(data_dir: str, device: str) -> None:
     import json
     with tempfile.TemporaryDirectory(prefix="privbench-bench-") as tmp:
         db = Path(tmp) / "inverse.db"
-        seconds, peak, _ = timed_matrix(Path(tmp), ["--device", device, "--data-dir", data_dir,
-                                                    "--db", str(db), *INVERSE_NETWORK_CELL])
+        run = timed_matrix(Path(tmp), ["--device", device, "--data-dir", data_dir,
+                                       "--db", str(db), *INVERSE_NETWORK_CELL])
+        seconds, peak = run.seconds, run.peak
         shown = subprocess.run([sys.executable, "-m", "privbench", "results", "--db", str(db),
                                 "--cells", "--format", "json"], capture_output=True, text=True,
                                check=True).stdout
@@ -210,6 +275,24 @@ def _time_encoder(encoder, batch, repeats: int = 20) -> float:
     return 1000 * times[len(times) // 2] / len(batch)
 
 
+def print_occupancy(local_runs: list[MatrixRun], process_runs: list[MatrixRun], workers: int) -> None:
+    """Where each run's wall time went: the critical-path fraction of the process runs (the share of
+    the wall time when fewer than ``workers`` jobs worked) and its parts, and the jobs' working
+    seconds summed, in the local run (whose jobs use every core's torch threads) and the process
+    run (one core's threads each)."""
+    print(f"where the wall time went (process runs: {workers} workers):")
+    print(f"  {'run':10s}{'wall s':>9s}{'startup':>9s}{'underfull':>10s}{'shutdown':>9s}"
+          f"{'critical path':>15s}{'job-s local':>13s}{'job-s process':>15s}")
+    fractions = []
+    for number, (local, parallel) in enumerate(zip(local_runs, process_runs, strict=True)):
+        used = occupancy(parallel, workers)
+        fractions.append(used.critical_path_fraction)
+        print(f"  {'#' + str(number + 1):10s}{used.wall_s:9.1f}{used.startup_s:9.1f}"
+              f"{used.underfull_s:10.1f}{used.shutdown_s:9.1f}{used.critical_path_fraction:15.3f}"
+              f"{occupancy(local, 1).job_s:13.1f}{used.job_s:15.1f}")
+    print(f"critical-path fraction of the process run (median):{'':5s}{median(fractions):8.3f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
@@ -230,30 +313,33 @@ def main() -> None:
         for attempt in range(options.repeat):
             local_runs.append(timed_matrix(Path(tmp) / f"local-{attempt}", common))
             process_runs.append(timed_matrix(Path(tmp) / f"process-{attempt}", process_args))
-        rerun, rerun_peak, rerun_line = timed_matrix(Path(tmp) / "local-0", common)
+        rerun = timed_matrix(Path(tmp) / "local-0", common)
     costs = encode_costs("cuda" if options.device == "cuda" else "cpu")
-    local, process = median([r[0] for r in local_runs]), median([r[0] for r in process_runs])
+    local, process = median(r.seconds for r in local_runs), median(r.seconds for r in process_runs)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     print(f"machine: {platform.node()}, {cores} CPU cores, Python {platform.python_version()}, "
           f"device {options.device}")
-    print(f"local run:   {local_runs[0][2]}")
-    print(f"process run: {process_runs[0][2]}")
-    print(f"rerun:       {rerun_line}")
+    print(f"local run:   {local_runs[0].closing_line}")
+    print(f"process run: {process_runs[0].closing_line}")
+    print(f"rerun:       {rerun.closing_line}")
     print()
     runs = f"median of {options.repeat}" if options.repeat > 1 else "one run"
     print(f"default matrix, --executor local ({runs}):{'':10s}{local:8.2f} s   "
-          + " ".join(f"{r[0]:.1f}" for r in local_runs))
+          + " ".join(f"{r.seconds:.1f}" for r in local_runs))
     print(f"default matrix, --executor process --workers {options.workers} ({runs}):"
-          f"{process:8.2f} s   " + " ".join(f"{r[0]:.1f}" for r in process_runs))
+          f"{process:8.2f} s   " + " ".join(f"{r.seconds:.1f}" for r in process_runs))
     print(f"speed-up local / process:{'':31s}{local / process:8.2f} x   "
-          + " ".join(f"{a[0] / b[0]:.2f}" for a, b in zip(local_runs, process_runs, strict=True)))
-    print(f"cached rerun (every cell stored):{'':23s}{rerun:8.2f} s")
-    print(f"rerun / first local run:{'':32s}{rerun / local:8.3f}")
-    local_peak = max(r[1] for r in local_runs) / 2**30
-    print(f"peak memory, local run (PSS, process tree):{'':12s}{local_peak:8.3f} GiB")
+          + " ".join(f"{a.seconds / b.seconds:.2f}"
+                     for a, b in zip(local_runs, process_runs, strict=True)))
+    print(f"cached rerun (every cell stored):{'':23s}{rerun.seconds:8.2f} s")
+    print(f"rerun / first local run:{'':32s}{rerun.seconds / local:8.3f}")
+    print(f"peak memory, local run (PSS, process tree):{'':12s}"
+          f"{max(r.peak for r in local_runs) / 2**30:8.3f} GiB")
     print(f"peak memory, process run (PSS, parent + workers):{'':6s}"
-          f"{max(r[1] for r in process_runs) / 2**30:8.3f} GiB")
-    print(f"peak memory, rerun (PSS):{'':31s}{rerun_peak / 2**30:8.3f} GiB")
+          f"{max(r.peak for r in process_runs) / 2**30:8.3f} GiB")
+    print(f"peak memory, rerun (PSS):{'':31s}{rerun.peak / 2**30:8.3f} GiB")
+    print()
+    print_occupancy(local_runs, process_runs, options.workers)
     print()
     datasets = list(next(iter(costs.values())))
     print(f"encode cost, ms per image, batch of {BATCH} ({options.device}):")

@@ -41,6 +41,11 @@ from privbench.streams import seed_globals
 ARTIFACT_RECIPE = 2
 
 
+# Seconds this process has waited in ``file_lock`` for another process's build (the harness reads
+# it before and after a job: the job's wait, which the timeline separates from its work).
+LOCK_WAIT_S = [0.0]
+
+
 @contextlib.contextmanager
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive lock between processes on this machine (or on a shared filesystem with
@@ -50,7 +55,9 @@ def file_lock(path: Path) -> Iterator[None]:
         if fcntl is None:  # pragma: no cover - no POSIX locks (Windows): one process at a time
             yield
             return
+        waiting = time.perf_counter()
         fcntl.flock(handle, fcntl.LOCK_EX)
+        LOCK_WAIT_S[0] += time.perf_counter() - waiting
         try:
             yield
         finally:

@@ -150,12 +150,14 @@ def _describe(item) -> dict:
               help="Render the leaderboard of the whole store into DIR at the end of the run.")
 @click.option("--fail-fast", is_flag=True,
               help="Stop at the first failed cell and print its traceback (for plugin development).")
+@click.option("--timeline", default=None, type=click.Path(dir_okay=False),
+              help="Write every job's start, end, process and CPU time to this file (JSON lines).")
 @click.option("--dry-run", is_flag=True,
               help="Print the plan, the shared artifacts to train, the cells already stored and a "
                    "cost estimate; train nothing.")
 def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_dir, data_dir,
            download, quiet, executor, workers, threads, ray_address, leaderboard_dir, fail_fast,
-           dry_run) -> None:
+           timeline, dry_run) -> None:
     """Run the defense x attack matrix and store every cell."""
     from privbench.forkserver import is_cuda, start_fork_server
     if executor == "process" and not is_cuda(device):
@@ -186,7 +188,7 @@ def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_di
                           "workers": pick(workers, "workers", None),
                           "threads": pick(threads, "threads", None),
                           "ray_address": pick(ray_address, "ray_address", None),
-                          "fail_fast": fail_fast})
+                          "fail_fast": fail_fast, "timeline": timeline})
 
 
 def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, leaderboard_dir,

@@ -30,7 +30,7 @@ from concurrent.futures.process import BrokenProcessPool
 from privbench.errors import PrivbenchError
 from privbench.forkserver import is_cuda, process_context
 from privbench.harness import Harness, WorkerSettings, failed_job, run_job_in_this_process, warm_up
-from privbench.schedule import Job, JobResult, priority
+from privbench.schedule import Job, JobResult, attack_on_scenario, priority
 
 EXECUTORS = ("local", "process", "ray")
 
@@ -88,6 +88,7 @@ class DispatchingExecutor:
         self.in_flight: dict = {}
         self.not_started: list[JobResult] = []  # jobs the executor could not even start
         self.submitted = 0
+        self.opened: set[tuple] = set()  # (dataset, seed, attack) that already have a cell queued
         self.on_change: Callable[[], None] = lambda: None  # set by the caller: refresh progress
 
     def run(self, jobs: Iterable[Job], expand: Expand) -> Iterator[JobResult]:
@@ -106,7 +107,10 @@ class DispatchingExecutor:
 
     def _queue(self, jobs: Iterable[Job]) -> None:
         for job in jobs:
-            heapq.heappush(self.waiting, (priority(job), self.submitted, job))
+            opens = job.stage == "cell" and attack_on_scenario(job) not in self.opened
+            if opens:
+                self.opened.add(attack_on_scenario(job))
+            heapq.heappush(self.waiting, (priority(job, opens), self.submitted, job))
             self.submitted += 1
         while self.waiting and len(self.in_flight) < self.workers:
             job = heapq.heappop(self.waiting)[2]

@@ -17,6 +17,7 @@ them; executors decide in which process each job runs.
 
 from __future__ import annotations
 
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -24,12 +25,13 @@ from typing import Any
 
 import torch
 
-from privbench.artifacts import ArtifactCache, SharedArtifacts, TrainingContext, config_key
+from privbench.artifacts import LOCK_WAIT_S, ArtifactCache, SharedArtifacts, TrainingContext, config_key
 from privbench.context import RunContext, privbench_home
 from privbench.datasets import conformed
 from privbench.errors import NotApplicable, PrivbenchError
 from privbench.metrics import check_values
-from privbench.schedule import CellPlan, Job, JobResult, PluginCall, dataset_load_key
+from privbench.progress import PlainProgress, SilentProgress
+from privbench.schedule import CellPlan, Job, JobResult, JobTiming, PluginCall, dataset_load_key
 from privbench.scoring import GroundTruth, one_per_class, score
 from privbench.store import CellOutcome, utcnow
 from privbench.streams import seed_globals
@@ -104,9 +106,14 @@ class Harness:
         return str(self.ctx.device)
 
     def do(self, job: Job) -> JobResult:
+        """Run ``job`` and record its timing (``JobTiming``)."""
         stage = {"scenario": self.prepare_scenario, "defense": self.prepare_defense,
                  "cell": self.run_cell}[job.stage]
-        return stage(job)
+        started, cpu, waited = time.time(), time.process_time(), LOCK_WAIT_S[0]
+        result = stage(job)
+        result.timing = JobTiming(started, time.time(), time.process_time() - cpu,
+                                  LOCK_WAIT_S[0] - waited, os.getpid())
+        return result
 
     # -- stages -------------------------------------------------------------------------------------
 
@@ -362,20 +369,25 @@ class WorkerSettings:
     data_dir: str | None = None
     download: bool = False
     threads: int | None = None  # torch intra-op threads in each worker; None keeps torch's default
+    log_since: float | None = None  # the run prints plain log lines (no TTY): its time.monotonic() start
 
     def context(self) -> RunContext:
         from pathlib import Path
         if self.threads:
             torch.set_num_threads(self.threads)
+        progress = (PlainProgress.for_worker(self.log_since) if self.log_since is not None
+                    else SilentProgress())
         return RunContext(device=torch.device(self.device), cache=ArtifactCache(self.cache_dir),
                           data_dir=Path(self.data_dir) if self.data_dir else privbench_home() / "data",
-                          download=self.download)
+                          download=self.download, progress=progress)
 
     @classmethod
     def of(cls, ctx: RunContext, threads: int | None) -> WorkerSettings:
         root = ctx.cache.root
+        log_since = ctx.progress.started if isinstance(ctx.progress, PlainProgress) else None
         return cls(device=str(ctx.device), cache_dir=str(root) if root else None,
-                   data_dir=str(ctx.data_dir), download=ctx.download, threads=threads)
+                   data_dir=str(ctx.data_dir), download=ctx.download, threads=threads,
+                   log_since=log_since)
 
 
 _PROCESS_HARNESS: dict[WorkerSettings, Harness] = {}

@@ -8,6 +8,8 @@ defense cannot give is stored as ``not-applicable`` with the reason.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import platform
 import sys
 import time
@@ -114,6 +116,27 @@ class RunReport:
         return [o for o in self.outcomes if o.status == "failed"]
 
 
+class Timeline:
+    """``--timeline FILE``: one JSON line per finished job (stage, label, process, start and end in
+    seconds since the epoch, CPU seconds, seconds waiting for another process's artifact), between
+    a line that opens the run and one that closes it. ``benchmarks/run.py`` reads it to find where a
+    parallel run leaves a worker idle."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.write_text("")
+
+    def write(self, **fields: Any) -> None:
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(fields) + "\n")
+
+    def job(self, result) -> None:
+        timing = result.timing
+        self.write(stage=result.job.stage, label=result.job.label,
+                   statuses=[o.status for o in result.settled],
+                   **(dataclasses.asdict(timing) if timing else {}))
+
+
 class MatrixRunner:
     """Plans the cells, hands them to an executor stage by stage and stores each one as it finishes.
 
@@ -123,8 +146,9 @@ class MatrixRunner:
     def __init__(self, registry: Registry, store: Store, ctx: RunContext, *, executor: str = "local",
                  workers: int | None = None, threads: int | None = None,
                  ray_address: str | None = None, fail_fast: bool = False,
-                 datasets: dict | None = None) -> None:
+                 datasets: dict | None = None, timeline: str | Path | None = None) -> None:
         self.registry = registry
+        self.timeline = Timeline(timeline) if timeline else None
         self.datasets = datasets or {}  # already loaded (e.g. by the preflight), by load key
         self.interrupted: list[CellOutcome] = []  # cells recorded as interrupted by Ctrl-C / SIGTERM
         self.store = store
@@ -147,6 +171,9 @@ class MatrixRunner:
         run_id = self.store.start_run({"matrix": config.as_dict(), "argv": sys.argv,
                                        "executor": executor.name, "workers": executor.workers},
                                       versions(self.registry), platform.node())
+        if self.timeline:
+            self.timeline.write(run=run_id, executor=executor.name, workers=executor.workers,
+                                started=time.time() - (time.perf_counter() - started))
         report = RunReport(run_id, len(cells), len(cells) - len(pending),
                            keys={cell.key for cell in cells})
         overall = self.ctx.progress.add(self._description(report, executor), total=len(cells))
@@ -156,6 +183,8 @@ class MatrixRunner:
         status = "interrupted"
         try:
             for result in executor.run(first_jobs(pending), next_jobs):
+                if self.timeline:
+                    self.timeline.job(result)
                 for outcome in result.settled:
                     self._record(outcome, report)
                 failed = [o for o in result.settled if o.status == "failed"]
@@ -172,6 +201,8 @@ class MatrixRunner:
             executor.close(abort=status == "interrupted")
             self.store.finish_run(run_id, status)
             report.wall_s = time.perf_counter() - started
+            if self.timeline:
+                self.timeline.write(finished=time.time(), status=status)
         return report
 
     def _record_interrupted(self, jobs, report: RunReport) -> None:

@@ -69,17 +69,28 @@ class PlainProgress:
     Each training loop (the target model, a defense's fit, an attack's training) prints a line when
     it starts and one with its seconds when it ends; every finished cell prints its defense, attack,
     seed, status, seconds and privacy.score (``cell``); every ``heartbeat_s`` a line gives the cells
-    done out of the total and an estimate of the time left. Worker processes do not print: with a
-    parallel executor only the cell and heartbeat lines appear."""
+    done out of the total and an estimate of the time left. A worker process of a parallel executor
+    prints its training lines through its own ``PlainProgress`` (``for_worker``): the same clock,
+    each line naming the worker, each line one write, so lines of two processes never mix."""
 
-    def __init__(self, stream=None, heartbeat_s: float = 30.0) -> None:
+    def __init__(self, stream=None, heartbeat_s: float = 30.0, started: float | None = None,
+                 source: str = "") -> None:
         self.stream = stream or sys.stdout
         self.heartbeat_s = heartbeat_s
-        self.started = time.monotonic()
+        self.started = time.monotonic() if started is None else started
+        self.source = f"{source}: " if source else ""
         self.totals: dict[int, list[int]] = {}  # task id -> [completed, total]
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+
+    @classmethod
+    def for_worker(cls, started: float) -> PlainProgress:
+        """The progress of a worker process: training lines on this process's stdout (the run's),
+        timed from the run's start (``time.monotonic`` is one clock for every process of a
+        machine), no heartbeat."""
+        import os
+        return cls(started=started, source=f"worker {os.getpid()}")
 
     def __enter__(self) -> PlainProgress:
         self.started = time.monotonic()
@@ -98,8 +109,10 @@ class PlainProgress:
 
     def log(self, message: str) -> None:
         elapsed = int(time.monotonic() - self.started)
-        with self._lock:
-            print(f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {message}", file=self.stream, flush=True)
+        line = f"[{elapsed // 60:02d}:{elapsed % 60:02d}] {self.source}{message}\n"
+        with self._lock:  # one write of the whole line: lines of several processes never interleave
+            self.stream.write(line)
+            self.stream.flush()
 
     def add(self, description: str, total: int):
         task_id = len(self.totals)

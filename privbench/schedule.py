@@ -151,13 +151,32 @@ class Job:
         return first.label
 
 
+@dataclass(frozen=True)
+class JobTiming:
+    """When and where a job ran: wall-clock start and end (seconds since the epoch, comparable
+    across the processes of one machine), the CPU seconds its process spent on it, the seconds it
+    spent waiting for another process to finish a shared artifact (a file lock), and the pid."""
+
+    started: float
+    finished: float
+    cpu_s: float
+    lock_wait_s: float
+    pid: int
+
+    @property
+    def busy_s(self) -> float:
+        """Wall seconds the job worked: its duration less its waits for a lock."""
+        return max(0.0, self.finished - self.started - self.lock_wait_s)
+
+
 @dataclass
 class JobResult:
-    """The cells a job settled (to store) and the cells ready for the next stage."""
+    """The cells a job settled (to store), the cells ready for the next stage, and its timing."""
 
     job: Job
     settled: list[CellOutcome] = field(default_factory=list)
     ready: list[CellPlan] = field(default_factory=list)
+    timing: JobTiming | None = None
 
 
 def first_jobs(cells: Iterable[CellPlan]) -> list[Job]:
@@ -181,14 +200,23 @@ def next_jobs(result: JobResult) -> list[Job]:
     return []
 
 
-def priority(job: Job) -> tuple[int, float, float]:
+def attack_on_scenario(job: Job) -> tuple[str, int, str]:
+    """(dataset, seed, attack) of a cell job: the cells that share the attack's own artifacts."""
+    first = job.cells[0]
+    return first.dataset.spec, first.seed, first.attack.spec
+
+
+def priority(job: Job, opens_attack: bool = False) -> tuple[int, float, float]:
     """Which waiting job starts first: earlier stages (they unlock the most work); among defenses,
-    those that do not wait for the target model, then the costliest fits; among cells, the longest
-    (attack's cost_hint times the defense's), so that no long cell is left for the end."""
+    those that do not wait for the target model, then the costliest fits; among cells, first the one
+    that opens its attack on a (dataset, seed) (``opens_attack``: it builds the attack's shared
+    artifacts, such as the examiner's raw-image classifiers, early, so that the attack's later cells
+    load them instead of waiting for them at the end of the run), then the longest (attack's
+    cost_hint times the defense's), so that no long cell is left for the end."""
     stage = STAGES.index(job.stage)
     defense = job.cells[0].defense.instance
     if job.stage == "defense":
         return stage, float(defense.needs_target_model), -defense.cost_hint
     if job.stage == "cell":
-        return stage, 0.0, -job.cells[0].attack.instance.cost_hint * defense.cost_hint
+        return stage, float(not opens_attack), -job.cells[0].attack.instance.cost_hint * defense.cost_hint
     return stage, 0.0, 0.0

@@ -45,3 +45,27 @@ def test_a_terminal_keeps_the_live_bars_and_quiet_prints_nothing():
     assert isinstance(_progress(terminal, quiet=False), RichProgress)
     assert isinstance(_progress(piped, quiet=False), PlainProgress)
     assert isinstance(_progress(piped, quiet=True), RichProgress)  # disabled: prints nothing
+
+
+def test_process_workers_print_their_training_lines_into_the_same_log(tmp_path):
+    """With --executor process the target model and the defense fits train in worker processes;
+    their start/end lines reach the run's log, each naming its worker and written whole."""
+    import os
+    import subprocess
+    import sys
+    run = subprocess.run(
+        [sys.executable, "-m", "privbench", "matrix", "--device", "cpu", "--executor", "process",
+         "--workers", "2", "--dataset", "digits:limit=300,target_epochs=2", "--defense", "identity",
+         "--defense", "noise", "--attack", "examiner:epochs=2", "--db", str(tmp_path / "s.db")],
+        capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PRIVBENCH_HOME": str(tmp_path / "home")})
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    starts = [line for line in lines if re.fullmatch(
+        r"\[\d\d:\d\d\] worker \d+: start: target model \(lenet\)", line)]
+    ends = [line for line in lines if re.fullmatch(
+        r"\[\d\d:\d\d\] worker \d+: end: examiner for \w+ on raw aux images \(\d+\.\d s\)", line)]
+    assert len(starts) == 1 and ends, lines
+    torn = [line for line in lines if re.search(r"worker \d+:", line) and not line.startswith("[")]
+    assert not torn, torn
+    assert len([line for line in lines if " cell done in " in line]) == 2

@@ -8,9 +8,10 @@ import pytest
 
 from privbench.artifacts import ArtifactCache
 from privbench.context import RunContext
+from privbench.executors import DispatchingExecutor
 from privbench.forkserver import process_context, worker_modules
-from privbench.harness import Harness
-from privbench.schedule import Job, MatrixConfig, first_jobs, plan, priority
+from privbench.harness import Harness, WorkerSettings
+from privbench.schedule import Job, JobResult, MatrixConfig, first_jobs, next_jobs, plan, priority
 
 DIGITS = ("digits", {"limit": 300, "target_epochs": 2, "target": "digit"})
 
@@ -39,6 +40,43 @@ def test_longest_cells_start_first(registry):
     assert names.index(("identity", "inverse-network")) < names.index(("identity", "rmle"))
     assert names.index(("dapter", "rmle")) < names.index(("identity", "rmle"))
     assert names[-1] == ("identity", "examiner")
+
+
+class RecordingExecutor(DispatchingExecutor):
+    """A dispatcher with one slot that records the order it starts jobs in and runs nothing."""
+
+    def __init__(self) -> None:
+        super().__init__(WorkerSettings(), workers=1)
+        self.started: list[Job] = []
+
+    def _start(self, job: Job):
+        self.started.append(job)
+        return len(self.started)
+
+    def _wait(self) -> list:
+        return list(self.in_flight)[:1]
+
+    def _result(self, handle) -> JobResult:  # a fitted defense lets all its cells go on
+        job = self.started[handle - 1]
+        return JobResult(job, ready=list(job.cells) if job.stage == "defense" else [])
+
+
+def test_the_first_cell_of_each_attack_starts_before_the_attacks_other_cells(registry):
+    """The examiner's first cell trains the raw-image classifiers every examiner cell loads: it
+    starts among the first cells, not last (cheap), where a second worker would wait for it."""
+    executor = RecordingExecutor()
+    jobs = first_jobs(cells_of(registry, ["identity", "noise", "dapter"],
+                               ["examiner", "inverse-network", "rmle"]))
+
+    list(executor.run(jobs, next_jobs))
+    cells = [(j.cells[0].defense.name, j.cells[0].attack.name) for j in executor.started
+             if j.stage == "cell"]
+    assert len(cells) == 9
+    first_defense = cells[0][0]
+    assert {attack for _, attack in cells[:3]} == {"examiner", "inverse-network", "rmle"}
+    assert all(defense == first_defense for defense, _ in cells[:3])
+    rest = [attack for _, attack in cells[3:]]  # the others by cost: the cheap examiner last
+    assert rest.index("examiner") > max(i for i, a in enumerate(rest) if a == "inverse-network")
 
 
 def test_a_defense_job_fits_without_the_target_model_when_its_defense_does_not_need_it(
