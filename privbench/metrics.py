@@ -126,8 +126,8 @@ _builtin("attack.ssim_skimage", "[-1, 1]", "lower", "structural similarity of th
          "He et al. compute it (scikit-image), to compare with the paper's SSIM",
          "per image, scikit-image's structural_similarity: 7 x 7 uniform window (the largest odd size "
          "that fits a smaller image), K1 0.01, K2 0.03, sample covariance, data_range = max - min of "
-         "the original image (1 if it is flat; the authors' script passes the reconstruction's), mean "
-         "over the window-valid interior and the channels; mean over the attacked test images", -1, 1)
+         "the reconstruction, as He et al.'s evaluation scripts pass it (1 if it is flat), mean over "
+         "the window-valid interior and the channels; mean over the attacked test images", -1, 1)
 _builtin("attack.psnr_chance", "dB", "none", "PSNR of the uninformed guess",
          "the attacker's mean aux image against each original", 0, PSNR_CAP_DB)
 _builtin("attack.ssim_chance", "[-1, 1]", "none", "SSIM of the uninformed guess",

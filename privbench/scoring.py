@@ -111,7 +111,8 @@ def reconstruction_metrics(reconstructed: torch.Tensor, truth: GroundTruth) -> d
     return {
         "attack.psnr": float(psnr_per_image(reconstructed, originals).mean()),
         "attack.ssim": ssim,
-        "attack.ssim_skimage": float(ssim_skimage_per_image(reconstructed, originals).mean()),
+        "attack.ssim_skimage": float(ssim_skimage_per_image(reconstructed, originals,
+                                                             range_of="reconstruction").mean()),
         "attack.psnr_chance": float(psnr_per_image(guess, originals).mean()),
         "attack.ssim_chance": ssim_chance,
         "privacy.score": clip01((1.0 - ssim) / max(1e-6, 1.0 - ssim_chance)),
@@ -142,8 +143,11 @@ def ssim_skimage_per_image(reconstructed: torch.Tensor, original: torch.Tensor,
     C2)) with means and *sample* (co)variances over a uniform ``skimage_window`` x ``skimage_window``
     window, C1 = (0.01 L)^2, C2 = (0.03 L)^2, averaged over the positions where the window lies
     inside the image (scikit-image crops the border it would pad) and over the channels. The data
-    range L is the max - min of each original image (``range_of="reconstruction"``: of each
-    reconstruction, as the authors' script passes it). A 1-pixel window uses population variances.
+    range L is the max - min of each original image, or with ``range_of="reconstruction"`` of each
+    reconstruction: He et al.'s evaluation passes ``data_range = inv_img.max() - inv_img.min()``
+    (their repository's inverse_whitebox_MNIST_defense.py and inverse_whitebox_CIFAR_defense.py), so
+    ``attack.ssim_skimage`` uses that. A flat image's range is 1. A 1-pixel window uses population
+    variances.
     """
     if range_of not in ("original", "reconstruction"):
         raise PrivbenchError(f"ssim_skimage: range_of '{range_of}'; accepted: original, reconstruction")
