@@ -204,7 +204,7 @@ def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, lea
     ctx = RunContext(cache=ArtifactCache(cache_dir or default_cache_dir()),
                      data_dir=Path(data_dir) if data_dir else privbench_home() / "data",
                      download=download)
-    ctx, checked = _preflight(registry, config, ctx, device, db)
+    ctx, checked = _preflight(registry, config, ctx, device, db, executor.get("timeline"))
     store = Store(db)
     console = _console()
     with _progress(console, quiet) as progress:
@@ -267,7 +267,7 @@ def _progress(console, quiet: bool):
     return PlainProgress()
 
 
-def _preflight(registry, config, ctx, device: str, db: str):
+def _preflight(registry, config, ctx, device: str, db: str, timeline: str | None = None):
     """Check what the run needs before anything trains or touches the store (privbench.preflight):
     every problem is printed as one line, all together, and the command exits 2."""
     from privbench.context import resolve_device
@@ -278,7 +278,7 @@ def _preflight(registry, config, ctx, device: str, db: str):
         ctx = dataclasses.replace(ctx, device=resolve_device(str(device)))
     except PrivbenchError as error:
         problems.append(error.format_message())
-    checked = preflight(registry, config, ctx, db)
+    checked = preflight(registry, config, ctx, db, timeline)
     problems += checked.problems
     if problems:
         for problem in problems:

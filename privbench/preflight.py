@@ -84,12 +84,28 @@ def store_problem(url: str) -> str | None:
     return None
 
 
-def preflight(registry, config: MatrixConfig, ctx, db: str) -> Preflight:
+def timeline_problem(path: str | None) -> str | None:
+    """``--timeline FILE`` must be a file this process can write (its folder must exist)."""
+    if not path:
+        return None
+    target = Path(path).expanduser().resolve()
+    if target.is_dir():
+        return f"--timeline {target}: is a folder; accepted: a file path"
+    if not target.parent.is_dir():
+        return f"--timeline {target}: its folder {target.parent} does not exist; create it or choose another path"
+    writable = os.access(target, os.W_OK) if target.exists() else os.access(target.parent, os.W_OK)
+    return None if writable else f"--timeline {target}: not writable; choose a file you can write"
+
+
+def preflight(registry, config: MatrixConfig, ctx, db: str, timeline: str | None = None) -> Preflight:
     """Every problem that would stop the run's cells, found before anything trains.
 
     ``ctx`` is the run's RunContext (device already resolved, data folder, --download, cache)."""
     found = Preflight()
     cells = plan(registry, config)
+    problem = timeline_problem(timeline)
+    if problem:
+        found.add(problem)
     if ctx.cache.root is not None:
         problem = writable_folder(Path(ctx.cache.root), "--cache-dir")
         if problem:

@@ -51,3 +51,16 @@ def test_time_spent_waiting_for_another_builder_is_counted(tmp_path):
         waited = LOCK_WAIT_S[0] - before
     thread.join()
     assert 0.2 < waited < 2.0
+
+
+def test_a_timeline_in_a_missing_folder_is_one_line_before_anything_runs(tmp_path):
+    db = tmp_path / "s.db"
+    result = CliRunner().invoke(main, [
+        "matrix", "--quiet", "--device", "cpu", "--defense", "identity", "--attack", "examiner",
+        "--db", str(db), "--timeline", str(tmp_path / "missing" / "t.jsonl")],
+        env={"PRIVBENCH_HOME": str(tmp_path / "home")})
+    assert result.exit_code == 2
+    assert result.output.strip() == (f"Error: --timeline {tmp_path / 'missing' / 't.jsonl'}: its folder "
+                                     f"{tmp_path / 'missing'} does not exist; create it or choose "
+                                     "another path")
+    assert not db.exists()
