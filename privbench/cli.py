@@ -197,6 +197,7 @@ def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, lea
 
     from privbench.artifacts import ArtifactCache
     from privbench.context import RunContext, default_cache_dir, privbench_home
+    from privbench.forkserver import stop_fork_server
     from privbench.matrix import FailFast, MatrixRunner, plan
     from privbench.store import Store
     registry = _registry()
@@ -212,7 +213,10 @@ def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, lea
         runner = MatrixRunner(registry, store, ctx, datasets=checked.datasets, **executor)
         try:
             with _sigterm_interrupts():
-                report = runner.run(config)
+                try:
+                    report = runner.run(config)
+                finally:  # no more workers to start: the fork server exits while this one reports
+                    stop_fork_server()
         except KeyboardInterrupt:
             progress.stop()
             stopped = "; ".join(f"{o.defense_spec} · {o.attack_spec} · seed {o.seed}"

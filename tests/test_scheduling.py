@@ -120,3 +120,28 @@ def test_a_fresh_worker_has_what_its_first_job_imports_already(tmp_path):
         assert executor.pool.submit(imported, modules).result(timeout=120) == [True] * 3
     finally:
         executor.close()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="no fork server on Windows")
+def test_the_fork_server_is_stopped_when_the_run_needs_no_more_workers(tmp_path):
+    """Left alone it outlives the run and holds a log pipe open while it tears torch down; the
+    command line stops it as soon as the matrix is done (in a subprocess: the test process keeps
+    its own server)."""
+    import subprocess
+    script = """
+import os, time
+from multiprocessing import forkserver
+from privbench.forkserver import start_fork_server, stop_fork_server
+start_fork_server()
+pid = forkserver._forkserver._forkserver_pid
+stop_fork_server()
+for _ in range(200):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        print("stopped")
+        break
+    time.sleep(0.05)
+"""
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert run.stdout.strip() == "stopped", run.stderr
