@@ -6,14 +6,16 @@ fits it, and a defense's cells start only once it is fitted, so no cell repeats 
 artifact (target model, fitted defense, the examiner's raw-image classifier, a defense refitted with
 classes held out) is built under a file lock in the cache: once, never twice at the same time; a job
 that needs one being built waits and then loads it. Parallel executors start earlier stages first
-and, among cells, the longest (``cost_hint``). Results come back to the calling process, which alone
-writes the store.
+and, among cells, first the one that opens each attack on a (dataset, seed) (it builds the attack's
+own artifacts), then the longest (``cost_hint``). Results come back to the calling process, which
+alone writes the store.
 
 - ``local``: the jobs run one after the other in this process, depth first (a defense's cells
   right after its fit), with the run's progress bars for every training loop.
 - ``process``: N worker processes on this machine (``concurrent.futures``), forked from a fork
   server that imported torch and the plugins once (``privbench.forkserver``; spawned for a CUDA
-  device or where there is no fork server), each with ``threads`` torch threads.
+  device or where there is no fork server), each with ``threads`` torch threads; on a log (no TTY)
+  each worker prints its own training lines.
 - ``ray``: each job is a Ray task on a running cluster (``--ray-address``) or on a local one
   started with N CPUs; with ``--device cuda`` every task asks Ray for one GPU. Workers on other
   machines need privbench and the plugins installed and the cache directory on shared storage.
