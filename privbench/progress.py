@@ -4,6 +4,7 @@ timestamped lines when the output is a log (no TTY: CI, nohup, a pipe)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
 import threading
 import time
@@ -89,7 +90,6 @@ class PlainProgress:
         """The progress of a worker process: training lines on this process's stdout (the run's),
         timed from the run's start (``time.monotonic`` is one clock for every process of a
         machine), no heartbeat."""
-        import os
         return cls(started=started, source=f"worker {os.getpid()}")
 
     def __enter__(self) -> PlainProgress:

@@ -163,11 +163,6 @@ class JobTiming:
     lock_wait_s: float
     pid: int
 
-    @property
-    def busy_s(self) -> float:
-        """Wall seconds the job worked: its duration less its waits for a lock."""
-        return max(0.0, self.finished - self.started - self.lock_wait_s)
-
 
 @dataclass
 class JobResult:
