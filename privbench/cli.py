@@ -29,8 +29,8 @@ def _registry():
 
 
 def _console():
-    from rich.console import Console
-    return Console(stderr=False)
+    from privbench.progress import output_console
+    return output_console()
 
 
 @main.command("list")

@@ -20,6 +20,17 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+LOG_WIDTH = 200  # columns of a table printed to a log (a pipe, a file): a row stays on one line
+
+
+def output_console() -> Console:
+    """The console a command prints its tables on: the terminal's width on a terminal; on a log,
+    ``LOG_WIDTH`` columns (``COLUMNS`` when set) instead of rich's 80, which folded every cell of
+    a results table into a column a few letters wide."""
+    if Console().is_terminal or "COLUMNS" in os.environ:
+        return Console()
+    return Console(width=LOG_WIDTH)
+
 
 class RichProgress:
     """One rich Progress for the run; training loops add a bar that disappears when done."""

@@ -833,8 +833,8 @@ def command(name: str | None, *, list_only: bool, quick: bool, seeds: str | None
 
 
 def _stdout_console():
-    from rich.console import Console
-    return Console()
+    from privbench.progress import output_console
+    return output_console()
 
 
 def _print_listing(fmt: str) -> int:

@@ -69,3 +69,17 @@ def test_process_workers_print_their_training_lines_into_the_same_log(tmp_path):
     torn = [line for line in lines if re.search(r"worker \d+:", line) and not line.startswith("[")]
     assert not torn, torn
     assert len([line for line in lines if " cell done in " in line]) == 2
+
+
+def test_tables_printed_to_a_log_keep_each_row_on_one_line(tmp_path):
+    """On a pipe rich would fold the results table at 80 columns, a few letters per line."""
+    result = CliRunner().invoke(main, [
+        "matrix", "--quiet", "--device", "cpu", "--dataset", "digits:limit=300,target_epochs=2",
+        "--defense", "identity", "--attack", "examiner:epochs=2", "--db", str(tmp_path / "s.db")],
+        env={"PRIVBENCH_HOME": str(tmp_path / "home"), "COLUMNS": None})
+    assert result.exit_code == 0, result.output
+    row = [line for line in result.stdout.splitlines() if "examiner:epochs=2" in line]
+    assert row and "digits:limit=300,target_epochs=2" in row[0] and "query-free" in row[0]
+    listing = CliRunner().invoke(main, ["reproduce", "--list"], env={"COLUMNS": None})
+    assert any("he2019-mnist" in line and "mnist" in line.split("he2019-mnist", 1)[1]
+               for line in listing.stdout.splitlines())
