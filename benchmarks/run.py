@@ -168,7 +168,7 @@ class Occupancy:
     wall_s: float
     startup_s: float  # launch -> first job starts working
     underfull_s: float  # between the first job and the last: fewer than `workers` jobs working
-    shutdown_s: float  # last job ends -> process exits
+    shutdown_s: float  # last job ends -> the process has exited and its output pipe closed
     job_s: float  # sum of the jobs' working seconds
 
     @property
