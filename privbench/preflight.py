@@ -65,14 +65,7 @@ def store_problem(url: str) -> str | None:
         database = engine.url.database
         if not database or database == ":memory:":
             return None
-        path = Path(database).expanduser().resolve()
-        if path.exists():
-            return None if os.access(path, os.W_OK) else (
-                f"--db {path}: the store file is not writable; accepted: a file you can write")
-        if not path.parent.is_dir():
-            return f"--db {path}: its folder {path.parent} does not exist; create it or choose another path"
-        return None if os.access(path.parent, os.W_OK) else (
-            f"--db {path}: its folder {path.parent} is not writable; choose another path")
+        return writable_file(Path(database).expanduser().resolve(), "--db", "the store file")
     try:
         with engine.connect() as connection:
             connection.execute(text("SELECT 1"))
@@ -84,17 +77,23 @@ def store_problem(url: str) -> str | None:
     return None
 
 
+def writable_file(path: Path, option: str, noun: str = "the file") -> str | None:
+    """None when ``path`` can be written without creating folders (it is a writable file, or its
+    folder exists and is writable), else the one-line reason naming ``option``."""
+    if path.is_dir():
+        return f"{option} {path}: is a folder; accepted: a file path"
+    if path.exists():
+        return None if os.access(path, os.W_OK) else (
+            f"{option} {path}: {noun} is not writable; accepted: a file you can write")
+    if not path.parent.is_dir():
+        return f"{option} {path}: its folder {path.parent} does not exist; create it or choose another path"
+    return None if os.access(path.parent, os.W_OK) else (
+        f"{option} {path}: its folder {path.parent} is not writable; choose another path")
+
+
 def timeline_problem(path: str | None) -> str | None:
     """``--timeline FILE`` must be a file this process can write (its folder must exist)."""
-    if not path:
-        return None
-    target = Path(path).expanduser().resolve()
-    if target.is_dir():
-        return f"--timeline {target}: is a folder; accepted: a file path"
-    if not target.parent.is_dir():
-        return f"--timeline {target}: its folder {target.parent} does not exist; create it or choose another path"
-    writable = os.access(target, os.W_OK) if target.exists() else os.access(target.parent, os.W_OK)
-    return None if writable else f"--timeline {target}: not writable; choose a file you can write"
+    return writable_file(Path(path).expanduser().resolve(), "--timeline") if path else None
 
 
 def preflight(registry, config: MatrixConfig, ctx, db: str, timeline: str | None = None) -> Preflight:

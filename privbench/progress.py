@@ -27,9 +27,8 @@ def output_console() -> Console:
     """The console a command prints its tables on: the terminal's width on a terminal; on a log,
     ``LOG_WIDTH`` columns (``COLUMNS`` when set) instead of rich's 80, which folded every cell of
     a results table into a column a few letters wide."""
-    if Console().is_terminal or "COLUMNS" in os.environ:
-        return Console()
-    return Console(width=LOG_WIDTH)
+    console = Console()
+    return console if console.is_terminal or "COLUMNS" in os.environ else Console(width=LOG_WIDTH)
 
 
 class RichProgress:
