@@ -19,7 +19,10 @@ Prints:
 6. where the process run's wall time went, from its ``--timeline``: start-up before the first job,
    time with fewer jobs working than workers, shut-down after the last, and their sum's share of
    the wall time (the critical-path fraction), beside the jobs' summed working seconds in the local
-   and the process run.
+   and the process run, their ratio (above 1 by as much as a job on one torch thread beside another
+   worker is slower than on the local run's two threads alone), and the speed-up the process run
+   would give with its workers busy from launch to exit (the local run's wall time / the process
+   run's job-seconds per worker).
 
 With ``--inverse-network DIR`` (real MNIST under DIR, e.g. from ../shared/data/real_mnist.py) it
 only times He et al.'s MNIST conv1 inverse-network cell: the owner's 8,000 training images ("same
@@ -283,14 +286,18 @@ def print_occupancy(local_runs: list[MatrixRun], process_runs: list[MatrixRun], 
     print(f"where the wall time went (process runs: {workers} workers):")
     print(f"  {'run':10s}{'wall s':>9s}{'startup':>9s}{'underfull':>10s}{'shutdown':>9s}"
           f"{'critical path':>15s}{'job-s local':>13s}{'job-s process':>15s}")
-    fractions = []
-    for number, (local, parallel) in enumerate(zip(local_runs, process_runs, strict=True)):
+    fractions, pairs = [], list(zip(local_runs, process_runs, strict=True))
+    for number, (local, parallel) in enumerate(pairs):
         used = occupancy(parallel, workers)
         fractions.append(used.critical_path_fraction)
         print(f"  {'#' + str(number + 1):10s}{used.wall_s:9.1f}{used.startup_s:9.1f}"
               f"{used.underfull_s:10.1f}{used.shutdown_s:9.1f}{used.critical_path_fraction:15.3f}"
               f"{occupancy(local, 1).job_s:13.1f}{used.job_s:15.1f}")
     print(f"critical-path fraction of the process run (median):{'':5s}{median(fractions):8.3f}")
+    print(f"work of the process run's jobs / the local run's (median):"
+          f"{median(occupancy(p, workers).job_s / occupancy(a, 1).job_s for a, p in pairs):7.2f}")
+    print(f"speed-up with no start-up, idle or shut-down time (median):"
+          f"{median(a.seconds / (occupancy(p, workers).job_s / workers) for a, p in pairs):6.2f} x")
 
 
 def main() -> None:

@@ -1,0 +1,40 @@
+"""The arithmetic behind ``benchmarks/run.py``'s figures: the occupancy sweep over a run's timeline
+(start-up, underfull time, shut-down, critical-path fraction) and the side-by-side probe's ratios."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def bench():
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
+    spec = importlib.util.spec_from_file_location("privbench_benchmark_run", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules[spec.name]
+
+
+def job(started: float, finished: float, lock_wait_s: float = 0.0) -> dict:
+    return {"stage": "cell", "started": started, "finished": finished, "lock_wait_s": lock_wait_s}
+
+
+def test_occupancy_counts_start_up_lock_waits_single_jobs_and_shut_down(bench):
+    # launched at 0, exited at 7; job B waits 0.5 s on a lock, job C starts as B ends
+    run = bench.MatrixRun(seconds=7.0, peak=0, closing_line="", launched=0.0, exited=7.0,
+                          jobs=[job(1, 5), job(2, 4, lock_wait_s=0.5), job(4, 6)])
+    used = bench.occupancy(run, workers=2)
+    assert used.startup_s == pytest.approx(1.0)
+    assert used.underfull_s == pytest.approx(1.5 + 1.0)  # 1 to 2.5 (B waits) and 5 to 6 (C alone)
+    assert used.shutdown_s == pytest.approx(1.0)
+    assert used.job_s == pytest.approx(4.0 + 1.5 + 2.0)
+    assert used.critical_path_fraction == pytest.approx(4.5 / 7.0)
+    # with one worker nothing is underfull while a job works
+    assert bench.occupancy(run, workers=1).underfull_s == pytest.approx(0.0)
+
