@@ -6,6 +6,7 @@ Usage (from the repository root, in the project's environment)::
     python benchmarks/run.py --device cuda         # the same on a GPU (encode costs timed on it too)
     python benchmarks/run.py --workers 4 -- --seeds 0,1   # more workers; after --, extra matrix args
     python benchmarks/run.py --repeat 3            # every first run 3 times: each figure and the median
+    python benchmarks/run.py --split               # also split the process run's extra job-seconds
     python benchmarks/run.py --inverse-network DIR # only He et al.'s MNIST conv1 inverse-network cell
 
 Prints:
@@ -23,6 +24,13 @@ Prints:
    worker is slower than on the local run's two threads alone), and the speed-up the process run
    would give with its workers busy from launch to exit (the local run's wall time / the process
    run's job-seconds per worker).
+
+With ``--split`` it also runs ``--executor local --threads T`` and ``--executor process --workers 1
+--threads T`` once each (T: the torch threads of each process-run worker, the machine's cores shared
+out) and splits the ratio of item 6 in three: what the local run gains from its extra torch threads
+(job-seconds with T threads / with torch's default), what running a job in a worker process costs
+(one worker / the local run, both with T threads), and how much slower N workers side by side run
+their jobs than one worker alone (N workers / one worker); with the ceiling those leave.
 
 With ``--inverse-network DIR`` (real MNIST under DIR, e.g. from ../shared/data/real_mnist.py) it
 only times He et al.'s MNIST conv1 inverse-network cell: the owner's 8,000 training images ("same
@@ -300,12 +308,84 @@ def print_occupancy(local_runs: list[MatrixRun], process_runs: list[MatrixRun], 
           f"{median(a.seconds / (occupancy(p, workers).job_s / workers) for a, p in pairs):6.2f} x")
 
 
+@dataclass
+class WorkSplit:
+    """The process run's job-seconds over the local run's, as the product of three measured ratios.
+
+    ``local`` runs with torch's default threads, ``local_narrow`` and ``one_worker`` with the
+    threads a worker of the process run gets, ``workers`` of which make up ``process``."""
+
+    local: MatrixRun
+    local_narrow: MatrixRun
+    one_worker: MatrixRun
+    process: MatrixRun
+    workers: int
+    threads: int  # torch threads of each worker of the process run
+
+    def job_s(self, run: MatrixRun) -> float:
+        return occupancy(run, 1).job_s
+
+    @property
+    def intra_op_gain(self) -> float:
+        """How much faster the local run's jobs are with every core's torch threads."""
+        return self.job_s(self.local_narrow) / self.job_s(self.local)
+
+    @property
+    def worker_cost(self) -> float:
+        """A job in a worker process against the same job in the calling process."""
+        return self.job_s(self.one_worker) / self.job_s(self.local_narrow)
+
+    @property
+    def side_by_side(self) -> float:
+        """How much slower the jobs run with ``workers`` workers busy at once than with one."""
+        return self.job_s(self.process) / self.job_s(self.one_worker)
+
+    @property
+    def ceiling(self) -> float:
+        """The speed-up had the workers been busy from launch to exit: the local run's wall time
+        over the process run's job-seconds per worker."""
+        return self.local.seconds / (self.job_s(self.process) / self.workers)
+
+
+def measure_split(tmp: Path, common: list[str], local: MatrixRun, process: MatrixRun,
+                  workers: int) -> WorkSplit:
+    """Run the two narrow runs of ``--split`` (one each) beside the given local and process runs."""
+    from privbench.executors import default_threads
+    threads = default_threads(workers)  # what each worker of the process run gets
+    narrow = timed_matrix(tmp / "split-local", [*common, "--executor", "local", "--threads", str(threads)])
+    one = timed_matrix(tmp / "split-process", [*common, "--executor", "process", "--workers", "1",
+                                               "--threads", str(threads)])
+    return WorkSplit(local, narrow, one, process, workers, threads)
+
+
+def print_split(split: WorkSplit) -> None:
+    threads = f"{split.threads} thread" + ("s" if split.threads > 1 else "")
+    rows = [("local (torch's default threads)", split.local),
+            (f"local --threads {split.threads}", split.local_narrow),
+            (f"process --workers 1 --threads {split.threads}", split.one_worker),
+            (f"process --workers {split.workers} (last process run)", split.process)]
+    print("the process run's job-seconds split (--split, one run each):")
+    print(f"  {'run':48s}{'wall s':>9s}{'job-s':>9s}")
+    for name, run in rows:
+        print(f"  {name:48s}{run.seconds:9.1f}{split.job_s(run):9.1f}")
+    ratios = [(f"intra-op gain of the local run (job-s {threads} / default)", split.intra_op_gain),
+              (f"cost of a worker process (1 worker / local, {threads})", split.worker_cost),
+              (f"slow-down of {split.workers} workers side by side ({split.workers} workers / 1)",
+               split.side_by_side)]
+    for name, value in ratios:
+        print(f"{name:60s}{value:8.2f}")
+    print(f"{'ceiling: local wall / (process job-s / workers)':60s}{split.ceiling:8.2f} x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     parser.add_argument("--workers", type=int, default=2, help="workers of the process run (default 2)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="make each first run this many times and use the medians (default 1)")
+    parser.add_argument("--split", action="store_true",
+                        help="also run local and one-worker runs with a worker's threads and split "
+                             "the process run's extra job-seconds")
     parser.add_argument("--inverse-network", metavar="DIR",
                         help="only time the MNIST conv1 inverse-network cell on real MNIST under DIR")
     parser.add_argument("matrix_args", nargs="*", help="extra `privbench matrix` arguments, after --")
@@ -321,6 +401,8 @@ def main() -> None:
             local_runs.append(timed_matrix(Path(tmp) / f"local-{attempt}", common))
             process_runs.append(timed_matrix(Path(tmp) / f"process-{attempt}", process_args))
         rerun = timed_matrix(Path(tmp) / "local-0", common)
+        split = (measure_split(Path(tmp), common, local_runs[-1], process_runs[-1], options.workers)
+                 if options.split else None)
     costs = encode_costs("cuda" if options.device == "cuda" else "cpu")
     local, process = median(r.seconds for r in local_runs), median(r.seconds for r in process_runs)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -348,6 +430,9 @@ def main() -> None:
     print()
     print_occupancy(local_runs, process_runs, options.workers)
     print()
+    if split is not None:
+        print_split(split)
+        print()
     datasets = list(next(iter(costs.values())))
     print(f"encode cost, ms per image, batch of {BATCH} ({options.device}):")
     print(f"  {'defense':18s}" + "".join(f"{d:>14s}" for d in datasets))

@@ -1,5 +1,6 @@
 """The arithmetic behind ``benchmarks/run.py``'s figures: the occupancy sweep over a run's timeline
-(start-up, underfull time, shut-down, critical-path fraction) and the side-by-side probe's ratios."""
+(start-up, underfull time, shut-down, critical-path fraction) and the split of the process run's
+job-seconds (``--split``)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,26 @@ def test_occupancy_counts_start_up_lock_waits_single_jobs_and_shut_down(bench):
     # with one worker nothing is underfull while a job works
     assert bench.occupancy(run, workers=1).underfull_s == pytest.approx(0.0)
 
+
+
+def back_to_back(bench, seconds: float, *job_seconds: float):
+    """A run of ``seconds`` whose jobs, lasting ``job_seconds``, run one after the other from 1 s."""
+    jobs, moment = [], 1.0
+    for length in job_seconds:
+        jobs.append(job(moment, moment + length))
+        moment += length
+    return bench.MatrixRun(seconds=seconds, peak=0, closing_line="", launched=0.0, exited=seconds,
+                           jobs=jobs)
+
+
+def test_split_multiplies_back_to_the_job_seconds_ratio_and_gives_the_ceiling(bench):
+    local = back_to_back(bench, 110.0, 60.0, 40.0)  # 100 job-s with torch's default threads
+    narrow = back_to_back(bench, 125.0, 70.0, 50.0)  # 120 job-s on one thread: local gained 1.2x
+    one_worker = back_to_back(bench, 130.0, 72.0, 54.0)  # 126 job-s in a worker: 1.05x
+    process = back_to_back(bench, 80.0, 70.0, 68.6)  # 138.6 job-s, two workers at once: 1.1x
+    split = bench.WorkSplit(local, narrow, one_worker, process, workers=2, threads=1)
+    assert split.intra_op_gain == pytest.approx(1.2)
+    assert split.worker_cost == pytest.approx(1.05)
+    assert split.side_by_side == pytest.approx(1.1)
+    assert split.intra_op_gain * split.worker_cost * split.side_by_side == pytest.approx(138.6 / 100)
+    assert split.ceiling == pytest.approx(110.0 / (138.6 / 2))
