@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import warnings
 
 import pytest
 import torch
@@ -155,6 +157,22 @@ def test_fano_factor_and_welch_test_follow_the_paper():
     assert fano_factor(pointy, 10) == pytest.approx(((10 - 1) ** 2 + 9 * 1) / 10 / 1)
     assert welch_p_value([9.0, 9.1, 8.9, 9.2], [1.0, 1.1, 0.9]) < 0.001
     assert welch_p_value([1.0, 1.1, 0.9], [9.0, 9.1, 8.9]) > 0.99
+
+
+def test_welch_test_with_a_tied_group_is_the_one_sample_test_of_the_other_and_stays_quiet():
+    """Two out-of-training classes with the same Fano factor: that group's variance is exactly 0,
+    so Welch's t is the inside group's one-sample t against it, with n_in - 1 degrees of freedom."""
+    from scipy.stats import t as student_t
+    inside, tied = [1.2, 3.4, 2.2, 5.0], [0.7, 0.7]
+    mean = sum(inside) / len(inside)
+    variance = sum((v - mean) ** 2 for v in inside) / (len(inside) - 1)
+    expected = student_t.sf((mean - 0.7) / math.sqrt(variance / len(inside)), len(inside) - 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the exact tie raises no precision-loss warning
+        assert welch_p_value(inside, tied) == pytest.approx(expected, rel=1e-9)
+        assert welch_p_value([4.5, 4.5, 4.5], [4.5, 4.5]) == 1.0  # no difference to test
+    with pytest.warns(RuntimeWarning, match="Precision loss"):  # a near tie still warns
+        welch_p_value(inside, [0.7, 0.7 + 1e-15])
 
 
 def test_total_variation_is_zero_for_flat_images_and_grows_with_edges():
