@@ -360,7 +360,7 @@ def measure_split(tmp: Path, common: list[str], local: MatrixRun, process: Matri
 
 def print_split(split: WorkSplit) -> None:
     threads = f"{split.threads} thread" + ("s" if split.threads > 1 else "")
-    rows = [("local (torch's default threads)", split.local),
+    rows = [("local, torch's default threads (last local run)", split.local),
             (f"local --threads {split.threads}", split.local_narrow),
             (f"process --workers 1 --threads {split.threads}", split.one_worker),
             (f"process --workers {split.workers} (last process run)", split.process)]
