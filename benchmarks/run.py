@@ -213,6 +213,17 @@ INVERSE_NETWORK_CELL = [
 ]
 
 
+def job_seconds(run: MatrixRun) -> float:
+    """The jobs' summed working seconds of a run."""
+    return occupancy(run, 1).job_s
+
+
+def busy_speed_up(local: MatrixRun, process: MatrixRun, workers: int) -> float:
+    """The speed-up a process run would give with its workers busy from launch to exit: the local
+    run's wall time over the process run's job-seconds per worker."""
+    return local.seconds / (job_seconds(process) / workers)
+
+
 def inverse_network_cell(data_dir: str, device: str) -> None:
     """Time He et al.'s MNIST conv1 inverse-network cell and print its figures."""
     import json
@@ -300,12 +311,12 @@ def print_occupancy(local_runs: list[MatrixRun], process_runs: list[MatrixRun], 
         fractions.append(used.critical_path_fraction)
         print(f"  {'#' + str(number + 1):10s}{used.wall_s:9.1f}{used.startup_s:9.1f}"
               f"{used.underfull_s:10.1f}{used.shutdown_s:9.1f}{used.critical_path_fraction:15.3f}"
-              f"{occupancy(local, 1).job_s:13.1f}{used.job_s:15.1f}")
+              f"{job_seconds(local):13.1f}{used.job_s:15.1f}")
     print(f"critical-path fraction of the process run (median):{'':5s}{median(fractions):8.3f}")
     print(f"work of the process run's jobs / the local run's (median):"
-          f"{median(occupancy(p, workers).job_s / occupancy(a, 1).job_s for a, p in pairs):7.2f}")
+          f"{median(job_seconds(p) / job_seconds(a) for a, p in pairs):7.2f}")
     print(f"speed-up with no start-up, idle or shut-down time (median):"
-          f"{median(a.seconds / (occupancy(p, workers).job_s / workers) for a, p in pairs):6.2f} x")
+          f"{median(busy_speed_up(a, p, workers) for a, p in pairs):6.2f} x")
 
 
 @dataclass
@@ -322,29 +333,25 @@ class WorkSplit:
     workers: int
     threads: int  # torch threads of each worker of the process run
 
-    def job_s(self, run: MatrixRun) -> float:
-        return occupancy(run, 1).job_s
-
     @property
     def intra_op_gain(self) -> float:
         """How much faster the local run's jobs are with every core's torch threads."""
-        return self.job_s(self.local_narrow) / self.job_s(self.local)
+        return job_seconds(self.local_narrow) / job_seconds(self.local)
 
     @property
     def worker_cost(self) -> float:
         """A job in a worker process against the same job in the calling process."""
-        return self.job_s(self.one_worker) / self.job_s(self.local_narrow)
+        return job_seconds(self.one_worker) / job_seconds(self.local_narrow)
 
     @property
     def side_by_side(self) -> float:
         """How much slower the jobs run with ``workers`` workers busy at once than with one."""
-        return self.job_s(self.process) / self.job_s(self.one_worker)
+        return job_seconds(self.process) / job_seconds(self.one_worker)
 
     @property
     def ceiling(self) -> float:
-        """The speed-up had the workers been busy from launch to exit: the local run's wall time
-        over the process run's job-seconds per worker."""
-        return self.local.seconds / (self.job_s(self.process) / self.workers)
+        """The speed-up had the workers been busy from launch to exit."""
+        return busy_speed_up(self.local, self.process, self.workers)
 
 
 def measure_split(tmp: Path, common: list[str], local: MatrixRun, process: MatrixRun,
@@ -367,7 +374,7 @@ def print_split(split: WorkSplit) -> None:
     print("the process run's job-seconds split (--split, one run each):")
     print(f"  {'run':48s}{'wall s':>9s}{'job-s':>9s}")
     for name, run in rows:
-        print(f"  {name:48s}{run.seconds:9.1f}{split.job_s(run):9.1f}")
+        print(f"  {name:48s}{run.seconds:9.1f}{job_seconds(run):9.1f}")
     ratios = [(f"intra-op gain of the local run (job-s {threads} / default)", split.intra_op_gain),
               (f"cost of a worker process (1 worker / local, {threads})", split.worker_cost),
               (f"slow-down of {split.workers} workers side by side ({split.workers} workers / 1)",

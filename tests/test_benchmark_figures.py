@@ -40,7 +40,6 @@ def test_occupancy_counts_start_up_lock_waits_single_jobs_and_shut_down(bench):
     assert bench.occupancy(run, workers=1).underfull_s == pytest.approx(0.0)
 
 
-
 def back_to_back(bench, seconds: float, *job_seconds: float):
     """A run of ``seconds`` whose jobs, lasting ``job_seconds``, run one after the other from 1 s."""
     jobs, moment = [], 1.0
