@@ -249,15 +249,15 @@ def encode_costs(device: str) -> dict[str, dict[str, float]]:
     """{defense: {dataset: ms per image}} encoding a batch of 256 images (after one warm-up call)."""
     import torch
 
-    from privbench.artifacts import ArtifactCache, SharedArtifacts
+    from privbench.artifacts import ArtifactCache
     from privbench.context import RunContext
     from privbench.datasets import make_scenario
+    from privbench.harness import Harness
     from privbench.plugins import load_registry
-    from privbench.progress import SilentProgress
-    from privbench.testing import call_of
+    from privbench.testing import FittedDefenses, call_of
     registry = load_registry()
     ctx = RunContext(device=torch.device(device), cache=ArtifactCache(None))
-    artifacts = SharedArtifacts(ctx.cache, ctx.device, SilentProgress())
+    artifacts = FittedDefenses(Harness(ctx))  # fitted in defenders' processes, timed here
     costs: dict[str, dict[str, float]] = {}
     for dataset in ("digits", "lfw-subset", "mnist-sized"):
         scenario = _scenario(registry, dataset, ctx, make_scenario)

@@ -1,16 +1,18 @@
 """Every shared artifact of a run: its key, its builder, and how it is saved and loaded.
 
 The artifacts are the service's unprotected target model, the examiner (a classifier trained on
-the attacker's raw aux images), and each fitted defense (also refitted on a variant of the scenario
-with classes held out of the owner's data). Each is built once under a file lock, keyed by
-everything that determines it (the dataset's parameters, the seed, the plugin's parameters, its
-package version and ``cache_version``, privbench's ``ARTIFACT_RECIPE``), and stored as state dicts
-and plain tensors in a file read with ``torch.load(weights_only=True)``: a corrupt or foreign file is
-rebuilt, never executed. The module is rebuilt from its recorded recipe (the architecture, or the
-defense's ``build``) and then loads the state.
+the attacker's raw aux images), each fitted defense (also refitted on a variant of the scenario
+with classes held out of the owner's data) and the owner's encodings of the test images. Each is
+built once under a file lock, keyed by everything that determines it (the dataset's parameters,
+the seed, the run secret's public fingerprint, the plugin's parameters, its package version and
+``cache_version``, privbench's ``ARTIFACT_RECIPE``), and stored as state dicts and plain tensors in
+a file read with ``torch.load(weights_only=True)``: a corrupt or foreign file is rebuilt, never
+executed. Files are the owner's alone (0600) in folders only the owner enters (0700).
 
-A loaded artifact is immutable: the in-process memo holds its state, and every caller gets a fresh
-module built from it, so nothing a defense or an attack does to a module reaches another cell.
+Only the harness reads and writes the cache; no party's process can reach it. A fitted defense is
+cached only from a defender's process of its own, never from a process that ran an attack. A
+loaded artifact is immutable: the in-process memo holds its state, and every caller gets a fresh
+module or a copy built from it, so nothing done to a module reaches another cell.
 """
 
 from __future__ import annotations
@@ -21,7 +23,6 @@ import os
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,9 +34,9 @@ try:
 except ImportError:  # pragma: no cover - Windows
     fcntl = None
 
-from privbench.core import Protection
 from privbench.keys import config_key
 from privbench.streams import seed_globals
+from privbench.training import TrainingContext
 
 # Bump when a change to privbench's training code makes older cached artifacts wrong.
 ARTIFACT_RECIPE = 2
@@ -50,8 +51,8 @@ LOCK_WAIT_S = [0.0]
 def file_lock(path: Path) -> Iterator[None]:
     """An exclusive lock between processes on this machine (or on a shared filesystem with
     working POSIX locks), held while one process builds a shared artifact."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600), "a") as handle:
         if fcntl is None:  # pragma: no cover - no POSIX locks (Windows): one process at a time
             yield
             return
@@ -143,8 +144,9 @@ class ArtifactCache:
 
     @staticmethod
     def _save(path: Path, config: dict[str, Any], state: dict, build_s: float) -> None:
-        """Write atomically: a reader sees the whole file or none."""
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Write atomically: a reader sees the whole file or none. The file is the owner's alone
+        (0600, as ``tempfile`` creates it) in folders only the owner can enter (0700)."""
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         record = {"state": state, "build_s": build_s,
                   "config": json.dumps(config, sort_keys=True, default=str)}
         with tempfile.NamedTemporaryFile(dir=path.parent, suffix=".tmp", delete=False) as tmp:
@@ -154,15 +156,6 @@ class ArtifactCache:
 
 def cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {name: value.detach().cpu().clone() for name, value in module.state_dict().items()}
-
-
-@dataclass(frozen=True)
-class TrainingContext:
-    """What privbench's training helpers need from a party: device, progress and its stream."""
-
-    device: torch.device
-    progress: Any
-    seed: int
 
 
 class SharedArtifacts:
@@ -184,6 +177,10 @@ class SharedArtifacts:
         state, _ = self.cache.get_or_build("target-model", self.target_config(scenario),
                                            lambda: self._train_target(scenario))
         return self._classifier(scenario, scenario.image_shape, scenario.classes(), state)
+
+    def target_state(self, scenario) -> dict[str, torch.Tensor]:
+        """The target model's state, as the defender's process receives it."""
+        return cpu_state(self.target_model(scenario))
 
     def _train_target(self, scenario) -> dict:
         from privbench.training import train_classifier
@@ -215,6 +212,10 @@ class SharedArtifacts:
                                            lambda: self._train_raw(scenario, task, epochs))
         return self._classifier(scenario, scenario.image_shape, scenario.classes(task), state)
 
+    def raw_classifier_state(self, scenario, task: str, epochs: int) -> dict[str, torch.Tensor]:
+        """The examiner's state, as the attacker's process receives it."""
+        return cpu_state(self.raw_classifier(scenario, task, epochs))
+
     def _train_raw(self, scenario, task: str, epochs: int) -> dict:
         from privbench.training import train_classifier
         seed = scenario.streams.attacker
@@ -233,35 +234,8 @@ class SharedArtifacts:
         return {**scenario.cache_config(), "defense": defense.name, "params": defense.params,
                 "version": defense.version}
 
-    def protection(self, scenario, defense) -> tuple[Protection, float]:
-        """The defense fitted on the owner's data of ``scenario`` (a fresh copy) and its fit time."""
-        state, fit_s = self.cache.get_or_build("protection", self.protection_config(scenario, defense),
-                                               lambda: self._fit(scenario, defense))
-        return self.rebuild(scenario, defense, state), fit_s
-
-    def _fit(self, scenario, defense) -> dict:
-        from privbench.view import OwnerData
-        held_out = f", classes {list(scenario.held_out)} held out" if scenario.held_out else ""
-        self.progress.log(f"fitting {defense.spec} on {scenario.label}{held_out}")
-        seed = scenario.streams.defender
-        owner = OwnerData(scenario.facts(), scenario.images("owner"),
-                          {task: scenario.labels("owner", task) for task in scenario.dataset.tasks},
-                          device=self.device, progress=self.progress, seed=seed,
-                          target_model=lambda: self.target_model(scenario))
-        seed_globals(seed)
-        protection = defense.instance.fit(owner)
-        if not isinstance(protection, Protection):
-            raise TypeError(f"defense '{defense.name}': fit() returned {type(protection).__name__}, "
-                            "not a privbench.api.Protection")
-        return {"encoder": cpu_state(protection.encoder), "server": cpu_state(protection.server)}
-
-    def rebuild(self, scenario, defense, state: dict) -> Protection:
-        """The defense's modules from ``build`` with the stored state loaded (strict)."""
-        with preserved_rng():
-            seed_globals(scenario.streams.defender)
-            protection = defense.instance.build(scenario.facts())
-        protection.encoder.load_state_dict(state["encoder"])
-        protection.server.load_state_dict(state["server"])
-        protection.encoder.eval()
-        protection.server.eval()
-        return protection.to(self.device)
+    def protection_state(self, scenario, defense, fit: Callable[[], dict]) -> tuple[dict, float]:
+        """The defense fitted on the owner's data of ``scenario`` (its ``encoder`` and ``server``
+        states) and its fit time; ``fit`` runs the defender's process when nothing is cached. Only a
+        fit that ran in a defender's process of its own is ever cached here."""
+        return self.cache.get_or_build("protection", self.protection_config(scenario, defense), fit)

@@ -155,13 +155,20 @@ def _describe(item) -> dict:
 @click.option("--dry-run", is_flag=True,
               help="Print the plan, the shared artifacts to train, the cells already stored and a "
                    "cost estimate; train nothing.")
+@click.option("--cell-timeout", type=float, default=None, metavar="SECONDS",
+              help="Kill a party process past this wall time and store its cell as timed-out; "
+                   "0: no limit.  [default: from the cell's cost hint, at least 30 min]")
+@click.option("--trust-plugins", is_flag=True, default=None,
+              help="Run plugin code in this process, without isolation or time limits (plugin "
+                   "development only; the run is stored as trusted).")
 def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_dir, data_dir,
            download, quiet, executor, workers, threads, ray_address, leaderboard_dir, fail_fast,
-           timeline, dry_run) -> None:
+           timeline, dry_run, cell_timeout, trust_plugins) -> None:
     """Run the defense x attack matrix and store every cell."""
-    from privbench.forkserver import is_cuda, start_fork_server
-    if executor == "process" and not is_cuda(device):
-        # before this process imports torch: the workers' fork server imports it meanwhile
+    from privbench.forkserver import start_fork_server
+    if not trust_plugins:
+        # before this process imports torch: the fork server (the parties' zygote, the process
+        # executor's workers) imports it meanwhile
         start_fork_server()
     from privbench.matrix import MatrixConfig, entries_from_config, parse_seeds, read_config_file
     from privbench.params import parse_spec
@@ -188,11 +195,27 @@ def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_di
                           "workers": pick(workers, "workers", None),
                           "threads": pick(threads, "threads", None),
                           "ray_address": pick(ray_address, "ray_address", None),
-                          "fail_fast": fail_fast, "timeline": timeline})
+                          "fail_fast": fail_fast, "timeline": timeline},
+                isolation={"trust_plugins": bool(pick(trust_plugins, "trust_plugins", False)),
+                           "cell_timeout": _cell_timeout(pick(cell_timeout, "cell_timeout", None))})
+
+
+def _cell_timeout(value) -> float | None:
+    """``--cell-timeout``: None (from the cost hints), 0 (none) or a positive number of seconds."""
+    if value is None:
+        return None
+    try:
+        seconds = float(value)
+    except (TypeError, ValueError):
+        seconds = -1.0
+    if not seconds >= 0 or seconds == float("inf"):
+        from privbench.errors import PrivbenchError
+        raise PrivbenchError(f"bad --cell-timeout {value!r}; accepted: seconds > 0, or 0 for no limit")
+    return seconds
 
 
 def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, leaderboard_dir,
-                executor) -> None:
+                executor, isolation=None) -> None:
     from pathlib import Path
 
     from privbench.artifacts import ArtifactCache
@@ -201,12 +224,15 @@ def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, lea
     from privbench.matrix import FailFast, MatrixRunner, plan
     from privbench.store import Store
     registry = _registry()
+    for problem in registry.problems:  # a broken plugin the matrix does not use blocks nothing
+        click.echo(f"broken plugin: {problem}", err=True)
     plan(registry, config)  # validate every name and parameter before touching the store
     ctx = RunContext(cache=ArtifactCache(cache_dir or default_cache_dir()),
                      data_dir=Path(data_dir) if data_dir else privbench_home() / "data",
-                     download=download)
+                     download=download, **(isolation or {}))
     ctx, checked = _preflight(registry, config, ctx, device, db, executor.get("timeline"))
     store = Store(db)
+    ctx = dataclasses.replace(ctx, secret=store.run_secret())
     console = _console()
     with _progress(console, quiet) as progress:
         ctx = dataclasses.replace(ctx, progress=progress)
@@ -361,15 +387,16 @@ def _mean_std(stat: dict | None, digits: int = 3) -> str:
               help="SQLAlchemy URL or SQLite path.")
 @click.option("--format", "fmt", type=click.Choice(FORMATS), default="table", show_default=True)
 @click.option("--cells", "per_cell", is_flag=True, help="One row per cell (every seed) instead.")
-@click.option("--failures", is_flag=True, help="Only the failed cells, each with its reason and traceback.")
+@click.option("--failures", is_flag=True,
+              help="Only the failed and timed-out cells, each with its reason and traceback.")
 def results(db: str, fmt: str, per_cell: bool, failures: bool) -> None:
     """Show stored results: per (dataset, defense, attack), each metric's mean and std over seeds."""
     from privbench.store import cell_as_dict, existing_store, summarize
     store = existing_store(db)
     cells = store.cells()
     if failures:
-        _print_failures([{**cell_as_dict(c), "error": c.error} for c in cells if c.status == "failed"],
-                        fmt)
+        _print_failures([{**cell_as_dict(c), "error": c.error} for c in cells
+                         if c.status in ("failed", "timed-out")], fmt)
         return
     rows = [cell_as_dict(c) for c in cells] if per_cell else summarize(cells)
     if fmt == "json":

@@ -2,7 +2,10 @@
 
 It is frozen and resolved once per run: ``device`` is a ``torch.device`` (``resolve_device`` turns
 the ``--device`` text into one, once, in the CLI) and every later step passes it on. The random
-streams are per cell (``privbench.streams``), not part of the run context.
+streams are per cell (``privbench.streams``), not part of the run context; ``secret`` is the store's
+run secret they are derived from (``privbench.store.Store.run_secret``), ``None`` only for tests and
+trusted tools without a store. It is left out of the context's repr, so a printed or logged context
+never shows it; never hand it to a plugin.
 """
 
 from __future__ import annotations
@@ -42,13 +45,19 @@ def resolve_device(name: str) -> torch.device:
 
 @dataclasses.dataclass(frozen=True)
 class RunContext:
-    """What the harness of a run holds: device, artifact cache, progress, data directory."""
+    """What the harness of a run holds: device, artifact cache, progress, data directory, and the
+    store's run secret (never in the repr)."""
 
     device: torch.device = dataclasses.field(default_factory=lambda: torch.device("cpu"))
     cache: ArtifactCache = dataclasses.field(default_factory=lambda: ArtifactCache(None))
     progress: object = dataclasses.field(default_factory=SilentProgress)
     data_dir: Path = dataclasses.field(default_factory=lambda: privbench_home() / "data")
     download: bool = False
+    secret: int | None = dataclasses.field(default=None, repr=False)
+    # The plugins' code runs in this process instead of party processes (``--trust-plugins``).
+    trust_plugins: bool = False
+    # A party's wall-time limit in seconds: None derives it from the cost hints, 0 sets none.
+    cell_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.device, torch.device):

@@ -1,11 +1,11 @@
 """The core types: Defense -> Protection, Attack -> AttackOutput, and the threat-model facts.
 
-A defense is fitted on the data owner's data (``privbench.view.OwnerData``) and returns a
+A defense is fitted on the data owner's data (an ``OwnerData``, ``privbench.view``) and returns a
 Protection: the ``encoder`` (what leaves the data owner) and the ``server`` (what the untrusted party
 runs on the encoder's output). Which access an attacker can have to them is the defense's ``gives``.
 
 An attack declares its ``threat_model`` and the access it ``requires``. The harness builds the
-attack's view (``privbench.view.AttackView``) from those declarations and the defense's ``gives``;
+attack's view (an ``AttackView``, ``privbench.view``) from those declarations and the defense's ``gives``;
 the attack returns what it produced (``AttackOutput``: reconstructions, predicted labels or a
 per-class statistic) and the harness scores that against the ground truth the attack never saw
 (``privbench.scoring``). A cell whose defense cannot give what the attack requires is recorded as
@@ -24,8 +24,6 @@ from privbench.params import ParamInfo, parameters_of, validate_params
 if TYPE_CHECKING:  # torch is imported lazily, only when a command runs plugins
     import torch
     from torch import nn
-
-    from privbench.view import AttackView, DataFacts, EvaluationData, OwnerData
 
 THREAT_MODELS = {
     "white-box": "the attacker has the encoder's parameters or secret key",
@@ -47,6 +45,29 @@ ACCESS = {
 
 # Access that depends on what the attacker holds, not on what the defense lets through: never withheld.
 ATTACKER_ASSUMPTIONS = frozenset({"owner-data"})
+
+
+@dataclass(frozen=True)
+class DataFacts:
+    """The public facts of a scenario's dataset that every party knows."""
+
+    dataset: str
+    image_shape: tuple[int, int, int]
+    task_classes: dict[str, int]
+    target_task: str
+    private_task: str
+    arch: str
+    target_epochs: int
+
+    def classes(self, task: str | None = None) -> int:
+        """How many classes ``task`` has (the target task by default)."""
+        return self.task_classes[task or self.target_task]
+
+    def service_classifier(self, input_shape: tuple[int, ...] | None = None) -> nn.Module:
+        """A freshly initialised classifier of the service's architecture for the target task, on
+        inputs shaped like the image (or ``input_shape``, e.g. a padded disguised image)."""
+        from privbench.models import classifier
+        return classifier(self.arch, tuple(input_shape or self.image_shape), self.classes())
 
 
 class Plugin:
@@ -128,10 +149,10 @@ class Defense(Plugin):
     def build(self, facts: DataFacts) -> Protection:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def fit(self, owner: OwnerData) -> Protection:  # pragma: no cover - abstract
+    def fit(self, owner) -> Protection:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def evaluate(self, protection: Protection, data: EvaluationData) -> dict[str, float]:
+    def evaluate(self, protection: Protection, data) -> dict[str, float]:
         return {}
 
 
@@ -181,7 +202,7 @@ class Attack(Plugin):
         Resolved when the matrix is planned, so an unknown name fails before anything runs."""
         return None
 
-    def run(self, view: AttackView) -> AttackOutput:  # pragma: no cover - abstract
+    def run(self, view) -> AttackOutput:  # pragma: no cover - abstract
         raise NotImplementedError
 
 

@@ -3,7 +3,8 @@
 A dataset plugin is a ``DatasetSource``: a dataclass whose fields are the scenario options (which
 task the service computes, which must stay private, the service architecture, resize, limit, split
 fractions) and whose ``load`` returns a ``Dataset`` of images N x C x H x W in [0, 1] with named
-label tasks. ``make_scenario`` splits it deterministically by seed into owner / aux / test.
+label tasks. ``make_scenario`` splits it deterministically by seed and run secret into owner / aux /
+test.
 """
 
 from __future__ import annotations
@@ -206,21 +207,33 @@ class Scenario:
 
     def with_held_out(self, classes: tuple[int, ...]) -> Scenario:
         """The same scenario with the target-task ``classes`` removed from the owner split."""
-        return make_scenario(self.source, self.dataset, self.seed, tuple(sorted(classes)),
-                             self.version)
+        return _split(self.source, self.dataset, self.streams, tuple(sorted(classes)), self.version)
 
     def cache_config(self) -> dict:
-        """What determines this scenario's data: the key of artifacts trained on it."""
-        return {**self.source.load_config(), "dataset_version": self.version, "seed": self.seed,
-                "held_out": list(self.held_out)}
+        """What determines this scenario's data: the key of artifacts trained on it. With a run
+        secret it holds the secret's public fingerprint ``secret_id`` (never the secret), so two
+        stores with different secrets never share an artifact built on their splits; without one
+        (tests, trusted tools) the key is what it was before the secret existed."""
+        config = {**self.source.load_config(), "dataset_version": self.version, "seed": self.seed,
+                  "held_out": list(self.held_out)}
+        if self.streams.secret_id:
+            config["secret_id"] = self.streams.secret_id
+        return config
 
 
 def make_scenario(source: DatasetSource, dataset: Dataset, seed: int,
-                  held_out: tuple[int, ...] = (), version: str = "") -> Scenario:
-    """Split ``dataset`` into owner / aux / test with the seed's ``split`` stream (deterministic,
-    disjoint); ``held_out`` target-task classes are then removed from the owner split."""
+                  held_out: tuple[int, ...] = (), version: str = "",
+                  secret: int | None = None) -> Scenario:
+    """Split ``dataset`` into owner / aux / test with the ``split`` stream of ``seed`` and the run
+    ``secret`` (deterministic, disjoint; ``privbench.streams``); ``held_out`` target-task classes
+    are then removed from the owner split. ``secret=None`` (tests and trusted tools only) splits by
+    the seed alone, which anyone who knows the seed can redo."""
+    return _split(source, dataset, Streams.from_seed(seed, secret), held_out, version)
+
+
+def _split(source: DatasetSource, dataset: Dataset, streams: Streams, held_out: tuple[int, ...],
+           version: str) -> Scenario:
     import torch
-    streams = Streams.from_seed(seed)
     generator = streams.generator("split")
     order = torch.randperm(len(dataset), generator=generator)
     n_owner = int(round(source.owner_fraction * len(dataset)))

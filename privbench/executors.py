@@ -84,8 +84,9 @@ class DispatchingExecutor:
 
     name = "dispatching"
 
-    def __init__(self, settings: WorkerSettings, workers: int) -> None:
+    def __init__(self, settings: WorkerSettings, workers: int, secret: int | None = None) -> None:
         self.settings, self.workers = settings, workers
+        self.secret = secret  # the run secret travels with each job (never in a worker's settings)
         self.waiting: list[tuple[tuple, int, Job]] = []  # (priority, arrival, job)
         self.in_flight: dict = {}
         self.not_started: list[JobResult] = []  # jobs the executor could not even start
@@ -147,11 +148,11 @@ class ProcessExecutor(DispatchingExecutor):
 
     name = "process"
 
-    def __init__(self, settings: WorkerSettings, workers: int) -> None:
+    def __init__(self, settings: WorkerSettings, workers: int, secret: int | None = None) -> None:
         if settings.cache_dir is None:
             raise PrivbenchError("--executor process shares trained artifacts through the cache; "
                                  "give it a --cache-dir (or leave the default)")
-        super().__init__(settings, workers)
+        super().__init__(settings, workers, secret)
         self.pool = self._new_pool()
 
     def _new_pool(self) -> futures.ProcessPoolExecutor:
@@ -163,11 +164,11 @@ class ProcessExecutor(DispatchingExecutor):
 
     def _start(self, job: Job) -> futures.Future:
         try:
-            return self.pool.submit(run_job_in_this_process, self.settings, job)
+            return self.pool.submit(run_job_in_this_process, self.settings, job, self.secret)
         except BrokenProcessPool:  # a worker died (its jobs failed already): go on with a new pool
             self.pool.shutdown(wait=False, cancel_futures=True)
             self.pool = self._new_pool()
-            return self.pool.submit(run_job_in_this_process, self.settings, job)
+            return self.pool.submit(run_job_in_this_process, self.settings, job, self.secret)
 
     def _wait(self) -> list:
         done, _ = futures.wait(self.in_flight, return_when=futures.FIRST_COMPLETED)
@@ -192,7 +193,8 @@ class RayExecutor(DispatchingExecutor):
 
     name = "ray"
 
-    def __init__(self, settings: WorkerSettings, workers: int | None, address: str | None) -> None:
+    def __init__(self, settings: WorkerSettings, workers: int | None, address: str | None,
+                 secret: int | None = None) -> None:
         try:
             import ray
         except ImportError:
@@ -207,12 +209,12 @@ class RayExecutor(DispatchingExecutor):
             ray.init(**options, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
         workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
-        super().__init__(settings, workers)
+        super().__init__(settings, workers, secret)
         gpus = 1 if is_cuda(settings.device) else 0
         self.task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(run_job_in_this_process)
 
     def _start(self, job: Job):
-        return self.task.remote(self.settings, job)
+        return self.task.remote(self.settings, job, self.secret)
 
     def _wait(self) -> list:
         done, _ = self.ray.wait(list(self.in_flight), num_returns=1)
@@ -243,5 +245,5 @@ def make_executor(name: str, worker: Harness, *, workers: int | None = None,
     count = workers or default_threads(1)
     settings = WorkerSettings.of(worker.ctx, threads or default_threads(count))
     if name == "process":
-        return ProcessExecutor(settings, count)
-    return RayExecutor(settings, workers, ray_address)
+        return ProcessExecutor(settings, count, worker.ctx.secret)
+    return RayExecutor(settings, workers, ray_address, worker.ctx.secret)

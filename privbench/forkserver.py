@@ -7,6 +7,13 @@ and every worker is a fork of it, ready at once and sharing the server's pages o
 ``privbench matrix --executor process`` starts the server before it imports torch itself, so the
 two imports run side by side.
 
+The server preloads one module, ``privbench.preload``, which imports each of ``preload_modules()``
+on its own and leaves out any that fails: the stdlib's server preloads its modules itself but
+forgives only an ImportError, and a plugin module that raised anything else (or called sys.exit)
+would kill it and with it the run. A plugin left out is imported again by each worker's own
+``load_registry()``, which records it as broken, as in this process: it fails no run that does not
+use it.
+
 The server only imports modules: it runs no torch operation and never touches a GPU. Workers for a
 CUDA device are spawned all the same (``process_context``): a process forked after anything may have
 initialised the CUDA driver cannot use CUDA, and a spawned worker is safe whatever a plugin module
@@ -17,17 +24,36 @@ from __future__ import annotations
 
 import multiprocessing
 
+# The module the fork server imports: importing it imports preload_modules(), each on its own.
+PRELOAD = "privbench.preload"
+
 # Imported lazily by every worker's first job: torch._dynamo by the first torch optimizer (about
 # 1.7 s), sklearn.datasets by the offline datasets (about 0.8 s).
 LAZY_IMPORTS = ("torch._dynamo", "sklearn.datasets")
 
+# privbench's own modules a worker and a party process need, beside the plugins.
+HARNESS_MODULES = ("privbench.harness", "privbench.plugins", "privbench.parties.host",
+                   "privbench.parties.child", "privbench.parties.roles", "privbench.parties.sandbox")
 
-def worker_modules() -> list[str]:
-    """What every worker imports: torch, privbench's harness and each plugin module (entry points),
-    and the modules its first job would import."""
+
+def preload_modules() -> list[str]:
+    """What every worker imports, in order: torch, the modules its first job would import,
+    privbench's harness-side modules, and each plugin module (the ``privbench`` entry points).
+    Read without importing any of them (``privbench.preload`` imports them)."""
+    import importlib.util
     from importlib.metadata import entry_points
+
+    def exists(name: str) -> bool:
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            return False
+
     plugins = sorted({point.module for point in entry_points(group="privbench")})
-    return ["torch", *LAZY_IMPORTS, "privbench.harness", "privbench.plugins", *plugins]
+    return ["torch", *LAZY_IMPORTS, *(name for name in HARNESS_MODULES if exists(name)), *plugins]
+
+
+worker_modules = preload_modules  # the name tests/test_scheduling.py imports
 
 
 def is_cuda(device: str) -> bool:
@@ -41,7 +67,7 @@ def process_context(device: str = "cpu") -> multiprocessing.context.BaseContext:
     if is_cuda(device) or "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(worker_modules())
+    context.set_forkserver_preload([PRELOAD])
     return context
 
 
@@ -57,8 +83,12 @@ def stop_fork_server() -> None:
     """Ask the fork server to exit now, in the background, once the run has no more workers to
     start. Left alone it exits only when this process does, and tears torch down after it: a log
     pipe shared with it (CI, ``| tee``) stayed open 1.7 s past this process's exit."""
+    import sys
     import threading
     from multiprocessing import forkserver
+    host = sys.modules.get("privbench.parties.host")
+    if host is not None:  # the parties' zygote is a child of the fork server: it goes first
+        host.stop_zygote()
     server = getattr(forkserver, "_forkserver", None)
     stop = getattr(server, "_stop", None)  # the stdlib's own way to stop it (used by its tests)
     if stop is not None and getattr(server, "_forkserver_pid", None) is not None:

@@ -28,7 +28,8 @@ from privbench.store import CellOutcome, Store
 
 CONFIG_KEYS = {"datasets", "dataset", "defenses", "defense", "attacks", "attack", "seeds", "device",
                "db", "cache_dir", "data_dir", "download", "executor", "workers", "threads",
-               "ray_address", "leaderboard"}
+               "ray_address", "leaderboard", "cell_timeout", "trust_plugins"}
+FAILED = ("failed", "timed-out")
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -113,7 +114,8 @@ class RunReport:
 
     @property
     def failures(self) -> list[CellOutcome]:
-        return [o for o in self.outcomes if o.status == "failed"]
+        """The cells that failed or ran past their limit: the run's exit status is 1 then."""
+        return [o for o in self.outcomes if o.status in FAILED]
 
 
 class Timeline:
@@ -152,7 +154,8 @@ class MatrixRunner:
         self.datasets = datasets or {}  # already loaded (e.g. by the preflight), by load key
         self.interrupted: list[CellOutcome] = []  # cells recorded as interrupted by Ctrl-C / SIGTERM
         self.store = store
-        self.ctx = ctx
+        # The run secret: drawn once per store, mixed into every stream but the attacker's.
+        self.ctx = ctx if ctx.secret is not None else dataclasses.replace(ctx, secret=store.run_secret())
         self.executor_options = {"name": executor, "workers": workers, "threads": threads,
                                  "ray_address": ray_address}
         self.fail_fast = fail_fast
@@ -165,11 +168,17 @@ class MatrixRunner:
         finished = self.store.finished_keys()
         pending = [cell for cell in cells if cell.key not in finished]
         options = self.executor_options if pending else {**self.executor_options, "name": "local"}
+        if not self.ctx.trust_plugins:
+            from privbench.parties.sandbox import make_non_dumpable
+            make_non_dumpable()  # no same-user process reads this one's memory through /proc
         harness = Harness(self.ctx)
         harness.datasets.update(self.datasets)
         executor = make_executor(worker=harness, **options)  # nothing to run: no pool
+        isolation = "trusted (--trust-plugins)" if self.ctx.trust_plugins else "process"
         run_id = self.store.start_run({"matrix": config.as_dict(), "argv": sys.argv,
-                                       "executor": executor.name, "workers": executor.workers},
+                                       "executor": executor.name, "workers": executor.workers,
+                                       "isolation": isolation,
+                                       "cell_timeout": self.ctx.cell_timeout},
                                       versions(self.registry), platform.node())
         if self.timeline:
             self.timeline.write(run=run_id, executor=executor.name, workers=executor.workers,
@@ -187,7 +196,7 @@ class MatrixRunner:
                     self.timeline.job(result)
                 for outcome in result.settled:
                     self._record(outcome, report)
-                failed = [o for o in result.settled if o.status == "failed"]
+                failed = [o for o in result.settled if o.status in FAILED]
                 if self.fail_fast and failed:
                     status = "stopped-at-failure"
                     raise FailFast(failed[0])

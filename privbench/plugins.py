@@ -162,7 +162,7 @@ def _load_entry_point(manager: PluginManager, entry_point) -> None:
     label = f"plugin '{entry_point.name}' from {package} {version}".rstrip()
     try:
         plugin = entry_point.load()
-    except Exception as error:  # noqa: BLE001 - any import failure: skip the plugin, say why
+    except BaseException as error:  # noqa: BLE001 - any import failure (sys.exit too): skip it, say why
         manager.problems.append((label, f"{label} failed to import: {_exception_line(error)}"))
         return
     _add_plugin(manager, plugin, f"{package}:{entry_point.name}", label, (package, version))

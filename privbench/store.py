@@ -5,6 +5,12 @@ readers and a writer can share it; ``--db`` takes any SQLAlchemy URL (a plain pa
 file), e.g. ``postgresql+psycopg://user:password@host/db``. A schema version is recorded and checked
 on open. Several processes may write into one store at once: creating a fresh store and saving the
 same cell from two runs are both safe against the race (the later commit of a cell wins).
+
+Each store keeps one run secret (``Store.run_secret``): 128 random bits from ``secrets``, drawn on
+first use (a store made by an older privbench gets one then) and kept in a table of its own,
+``store_secrets``, apart from the public ``schema_info``. The random streams of every cell are
+derived from it (``privbench.streams``); it is never written to the runs, the cells, a log or an
+export (``cell_as_dict`` and ``summarize`` read the cells only).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import random
+import secrets
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -47,6 +54,8 @@ FINISHED = ("done", "not-applicable")
 # Another process creating the same fresh store, or committing the same cell key, makes a statement
 # collide; it is retried this many times (the other side has committed by then).
 ATTEMPTS = 8
+SECRET_BITS = 128
+RUN_SECRET = "run"  # the key of the run secret's row in store_secrets
 
 
 def utcnow() -> dt.datetime:
@@ -61,6 +70,17 @@ class SchemaInfo(Base):
     __tablename__ = "schema_info"
     key: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(String(256))
+
+
+class StoreSecret(Base):
+    """The store's private values: the run secret. Never exported, logged or shown."""
+
+    __tablename__ = "store_secrets"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+    def __repr__(self) -> str:
+        return f"StoreSecret(key={self.key!r})"
 
 
 class Run(Base):
@@ -94,7 +114,7 @@ class Cell(Base):
     attack_params: Mapped[dict] = mapped_column(JSON)
     seed: Mapped[int] = mapped_column(Integer)
     threat_model: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(32))  # done | failed | not-applicable
+    status: Mapped[str] = mapped_column(String(32))  # done | failed | timed-out | not-applicable | interrupted
     reason: Mapped[str | None] = mapped_column(Text)  # why not applicable, or the one-line error
     error: Mapped[str | None] = mapped_column(Text)  # the traceback of a failed cell
     device: Mapped[str] = mapped_column(String(32), default="cpu")
@@ -194,6 +214,7 @@ class Store:
     """Open the results database at ``url``, creating its tables unless ``create`` is false."""
 
     def __init__(self, url: str = DEFAULT_DB, *, create: bool = True) -> None:
+        self._run_secret: int | None = None  # read or drawn on first use (run_secret)
         self.url = normalize_url(url)
         self.display_url = display_url(self.url)
         try:
@@ -263,6 +284,40 @@ class Store:
 
     def session(self) -> Session:
         return Session(self.engine, expire_on_commit=False)
+
+    def run_secret(self) -> int:
+        """The store's run secret (``SECRET_BITS`` random bits), drawn once per store and the same
+        for every later run and every process that opens it. Writers drawing it at once race in an
+        insert-if-absent: the first commit wins and every writer then reads that one back."""
+        if self._run_secret is None:
+            try:
+                self._run_secret = self._retried(self._read_or_draw_secret)
+            except DBAPIError as error:
+                raise PrivbenchError(f"cannot read the run secret of {self.display_url!r}: "
+                                     f"{_one_line(error)}") from None
+        return self._run_secret
+
+    def _read_or_draw_secret(self) -> int:
+        stored = self._stored_secret()
+        if stored is None:
+            try:
+                with self.session() as session, session.begin():
+                    session.add(StoreSecret(key=RUN_SECRET, value=f"{secrets.randbits(SECRET_BITS):x}"))
+            except IntegrityError:
+                pass  # another writer's secret was committed first: it is the store's
+            stored = self._stored_secret()
+        if stored is None:
+            raise PrivbenchError(f"the run secret of {self.display_url!r} could not be stored")
+        try:
+            return int(stored, 16)
+        except ValueError:
+            raise PrivbenchError(f"the run secret of {self.display_url!r} is corrupt (not hexadecimal); "
+                                 "use a new --db") from None
+
+    def _stored_secret(self) -> str | None:
+        with self.session() as session:
+            row = session.get(StoreSecret, RUN_SECRET)
+            return None if row is None else row.value
 
     def start_run(self, config: dict, versions: dict, host: str) -> int:
         with self.session() as session, session.begin():

@@ -9,12 +9,23 @@ Every loop reports its epochs to the run's progress display. ``ctx`` is any obje
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 BATCH_SIZE = 32
 EVAL_BATCH_SIZE = 512
+
+
+@dataclass(frozen=True)
+class TrainingContext:
+    """What privbench's training helpers need from a party: device, progress and its stream."""
+
+    device: torch.device
+    progress: Any
+    seed: int
 
 
 def adam(parameters, lr: float = 1e-3) -> torch.optim.Optimizer:

@@ -1,38 +1,41 @@
 """What each party of a cell may see: the defender's data, the attacker's view, the evaluation data.
 
-The harness (``privbench.harness``) builds these objects; plugins never see a ``Scenario``.
+These objects are built inside the party's own process (``privbench.parties``) from the plain
+tensors the harness sent it; plugins never see a ``Scenario``, and nothing here refers back to the
+harness.
 
-- ``DataFacts``: the dataset's public facts (image shape, label tasks and their class counts, the
-  service's architecture): every party has them.
+- ``DataFacts`` (defined in ``privbench.core``): the dataset's public facts (image shape, label
+  tasks and their class counts, the service's architecture): every party has them.
 - ``OwnerData``: what a defense's ``fit`` gets: the owner's images and labels, the shared target
-  model, the defender's random stream. Never the test split, never the attacker's data.
+  model (sent by the harness when asked for), the defender's random stream. Never the test split,
+  never the attacker's data.
 - ``AttackView``: what an attack's ``run`` gets. Always: the protected test images it observed
   (``observed``), its own auxiliary images and the labels of the tasks it may know, the public
   facts, its own random stream, the device. Only when the attack declares the access in
-  ``requires`` (and the defense gives it): a query oracle, a white-box copy of the encoder, the
-  frozen server, a fresh-architecture builder, k known pairs. Never the clean test images, the test
-  labels, the owner's data, the defense's key or the defender's stream: asking for any of them, or
-  for an access the attack did not declare, raises ``AccessDenied`` naming what is missing.
-- ``EvaluationData``: the test images and labels, for a defense's own ``evaluate`` metrics, run by
-  the harness after the fit.
+  ``requires`` (and the defense gives it): queries answered by the defender's process, a white-box
+  copy of the encoder, the frozen server, a fresh-architecture builder, k known pairs. Never the
+  clean test images, the test labels, the owner's data, the defense's key or the defender's
+  stream: asking for any of them, or for an access the attack did not declare, raises
+  ``AccessDenied`` naming what is missing; the harness refuses such a call on its side as well.
+- ``EvaluationData``: the test images and labels, for a defense's own ``evaluate`` metrics, in a
+  process of its own that answers nobody else.
 
-Python cannot stop code in the same process that goes out of its way (e.g. through the garbage
-collector) to find objects; the view removes every ordinary path, each cell gets its own copies of
-what it may touch, and the scores are computed by the harness, so no attack can report a number
-it did not earn through its view.
+The view is a convenience, not the boundary: the boundary is the process. What the attacker's
+process never received (the scenario, the ground truth, the run secret, the defender's fitted
+state unless white-box) cannot be found in it by any route, attributes, the garbage collector or
+stack frames included.
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from privbench.core import ACCESS
+from privbench.core import ACCESS, DataFacts
 from privbench.errors import PrivbenchError
 
 FORBIDDEN = {
@@ -50,29 +53,6 @@ FORBIDDEN = {
 
 class AccessDenied(PrivbenchError):
     """An attack (or defense) asked for something its view does not hold."""
-
-
-@dataclass(frozen=True)
-class DataFacts:
-    """The public facts of a scenario's dataset that every party knows."""
-
-    dataset: str
-    image_shape: tuple[int, int, int]
-    task_classes: dict[str, int]
-    target_task: str
-    private_task: str
-    arch: str
-    target_epochs: int
-
-    def classes(self, task: str | None = None) -> int:
-        """How many classes ``task`` has (the target task by default)."""
-        return self.task_classes[task or self.target_task]
-
-    def service_classifier(self, input_shape: tuple[int, ...] | None = None) -> nn.Module:
-        """A freshly initialised classifier of the service's architecture for the target task, on
-        inputs shaped like the image (or ``input_shape``, e.g. a padded disguised image)."""
-        from privbench.models import classifier
-        return classifier(self.arch, tuple(input_shape or self.image_shape), self.classes())
 
 
 class _Frozen:
@@ -144,35 +124,22 @@ class EvaluationData(_LabelledSplit):
         self._seal()
 
 
-class QueryOracle:
-    """encode(batch) of inputs the attacker chooses: counted, without gradients, on CPU tensors."""
-
-    def __init__(self, encode: Callable[[torch.Tensor], torch.Tensor]) -> None:
-        self._encode = encode
-        self.count = 0
-
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        if not isinstance(images, torch.Tensor) or images.dim() != 4:
-            raise ValueError("query() takes a batch of images N x C x H x W")
-        self.count += len(images)
-        return self._encode(images.detach())
-
-
 class AttackView(_Frozen):
     """Everything an attack may use, and nothing else (see the module docstring).
 
-    ``granted`` is the access the attack declared (``Attack.requires``); the harness builds the
-    view only when the defense gives all of it."""
+    A plain data object, built in the attacker's own process: tensors, the public facts, the
+    attacker's stream and the modules its grants hold. Its one way out is its channel to the
+    harness (``privbench.parties.channel``), over which queries, known pairs and the examiner are
+    asked for; the harness answers only what the cell grants. ``granted`` is the access the attack
+    declared (``Attack.requires``); the harness builds the view only when the defense gives all of
+    it."""
 
     def __init__(self, *, attack: str, granted: frozenset[str], facts: DataFacts,
                  observed: torch.Tensor, aux_images: torch.Tensor,
                  aux_labels: dict[str, torch.Tensor], device: torch.device, progress, seed: int,
-                 oracle: QueryOracle | None = None, encoder: nn.Module | None = None,
-                 server: nn.Module | None = None,
-                 build_encoder: Callable[[], nn.Module] | None = None,
-                 known_pairs: Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]] | None = None,
-                 raw_classifier: Callable[[str, int], nn.Module] | None = None,
-                 owner_data: Callable[[], tuple[torch.Tensor, dict[str, torch.Tensor]]] | None = None,
+                 channel, encoder: nn.Module | None = None, server: nn.Module | None = None,
+                 build_encoder: Callable[[int], nn.Module] | None = None,
+                 owner: tuple[torch.Tensor, dict[str, torch.Tensor]] | None = None,
                  probes: tuple[torch.Tensor, torch.Tensor] | None = None) -> None:
         self.attack = attack
         self.granted = frozenset(granted)
@@ -182,16 +149,15 @@ class AttackView(_Frozen):
         self._aux_labels = {task: labels.clone() for task, labels in aux_labels.items()}
         self.device = device
         self.progress = progress
-        self.seed = seed  # the attacker's stream
+        self.seed = seed  # the attacker's own stream (derived from the public seed alone)
         self.generator = torch.Generator().manual_seed(seed)
-        self._oracle = oracle
+        self._channel = channel
         self._encoder = encoder
         self._server = server
         self._build_encoder = build_encoder
-        self._known_pairs = known_pairs
-        self._raw_classifier = raw_classifier
-        self._owner_data = owner_data
-        self._probes = None if probes is None else (probes[0].clone(), probes[1].clone())
+        self._owner = owner
+        self._probes = probes
+        self._queries = 0
         self._seal()
 
     # -- always there ------------------------------------------------------------------------------
@@ -221,9 +187,13 @@ class AttackView(_Frozen):
 
     def raw_classifier(self, task: str, epochs: int) -> nn.Module:
         """A classifier for ``task`` trained on the attacker's raw aux images (a shared artifact
-        built from the attacker's own data and stream; a fresh copy for this cell)."""
+        built by the harness from the attacker's own data and stream; a fresh copy for this cell)."""
+        from privbench.models import classifier
         self.aux_labels(task)  # the task must be one the attacker knows
-        return self._raw_classifier(task, epochs)
+        state = self._channel.call("raw_classifier", task, int(epochs))
+        model = classifier(self.facts.arch, self.facts.image_shape, self.facts.classes(task))
+        model.load_state_dict(state)
+        return model.to(self.device).eval()
 
     def probes(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A class-statistic attack's probe images and their probe-class ids (one id per class the
@@ -233,7 +203,7 @@ class AttackView(_Frozen):
         if self._probes is None:
             raise AccessDenied(f"attack '{self.attack}': probe classes are given to attacks that "
                                "produce a class-statistic only")
-        return self._probes
+        return self._probes[0].clone(), self._probes[1].clone()
 
     # -- only when declared and given ----------------------------------------------------------------
 
@@ -244,14 +214,20 @@ class AttackView(_Frozen):
                                f"({ACCESS[fact]}); it declared requires = {declared}")
 
     def query(self, images: torch.Tensor) -> torch.Tensor:
-        """encoder(images) for images of the attacker's choice (``query`` access); counted."""
+        """encoder(images) for images of the attacker's choice (``query`` access), answered by the
+        defender's process; counted by the harness."""
         self._need("query", "the query oracle")
-        return self._oracle(images)
+        if not isinstance(images, torch.Tensor) or images.dim() != 4:
+            raise ValueError("query() takes a batch of images N x C x H x W")
+        images = images.detach().to("cpu", torch.float32).contiguous()
+        encoded = self._channel.call("query", images)
+        object.__setattr__(self, "_queries", self._queries + len(images))
+        return encoded
 
     @property
     def queries(self) -> int:
         """How many images this attack has queried so far."""
-        return self._oracle.count if self._oracle is not None else 0
+        return self._queries
 
     @property
     def encoder(self) -> nn.Module:
@@ -269,19 +245,20 @@ class AttackView(_Frozen):
         """A freshly initialised encoder of the defense's architecture (``architecture`` access),
         drawn from the attacker's stream: a fresh key, fresh weights."""
         self._need("architecture", "the encoder's architecture")
-        return self._build_encoder(self.generator)
+        return self._build_encoder(int(torch.randint(0, 2**62, (1,), generator=self.generator)))
 
     def known_pairs(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """k (x, encoder(x)) pairs of images the data owner really sent (``known-pairs`` access),
-        which ones drawn from the attacker's stream."""
+        """k (x, encoder(x)) pairs of images the data owner really sent (``known-pairs`` access);
+        the harness chooses which."""
         self._need("known-pairs", "known (x, encoder(x)) pairs")
-        return self._known_pairs(k, self.generator)
+        images, encoded = self._channel.call("known_pairs", int(k))
+        return images, encoded
 
     def owner_data(self) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """The owner's training images and their labels for the tasks the attacker knows
         (``owner-data`` access: He et al.'s "same set" attacker, a stronger assumption)."""
         self._need("owner-data", "the owner's training data")
-        images, labels = self._owner_data()
+        images, labels = self._owner
         return images.clone(), {task: values.clone() for task, values in labels.items()}
 
 

@@ -9,6 +9,7 @@ from privbench.context import RunContext
 from privbench.matrix import MatrixConfig, MatrixRunner
 from privbench.plugins import load_registry
 from privbench.store import Store
+from privbench.testing import KIT_SECRET
 
 # Few epochs keep every end-to-end test at seconds on 2 CPU cores.
 FAST_DIGITS = ("digits", {"target_epochs": 15})
@@ -34,12 +35,13 @@ def registry():
 
 
 def run_matrix(registry, db_url: str, cache: ArtifactCache, *, datasets=(FAST_DIGITS,),
-               defenses=(), attacks=(), seeds=(0,)):
+               defenses=(), attacks=(), seeds=(0,), trust_plugins=False):
     """Run a matrix into ``db_url`` and return (store, report)."""
     store = Store(db_url)
     config = MatrixConfig(datasets=list(datasets), defenses=list(defenses), attacks=list(attacks),
                           seeds=list(seeds))
-    report = MatrixRunner(registry, store, RunContext(cache=cache)).run(config)
+    ctx = RunContext(cache=cache, secret=KIT_SECRET, trust_plugins=trust_plugins)
+    report = MatrixRunner(registry, store, ctx).run(config)
     return store, report
 
 

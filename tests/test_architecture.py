@@ -27,14 +27,58 @@ def runtime_imports(path: Path, prefix: str) -> set[str]:
     return found
 
 
+def module_name(path: Path) -> str:
+    """``privbench/parties/roles.py`` -> ``privbench.parties.roles``; a package's ``__init__`` -> the package."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
 def privbench_graph() -> dict[str, set[str]]:
-    modules = {f"privbench.{p.stem}" for p in (ROOT / "privbench").glob("*.py") if p.stem != "__init__"}
-    modules.add("privbench")
+    paths = list((ROOT / "privbench").rglob("*.py"))
+    modules = {module_name(path) for path in paths}
     graph = {}
-    for path in (ROOT / "privbench").glob("*.py"):
-        name = "privbench" if path.stem == "__init__" else f"privbench.{path.stem}"
+    for path in paths:
+        name = module_name(path)
         graph[name] = {m for m in runtime_imports(path, "privbench") if m in modules and m != name}
     return graph
+
+
+def every_import(path: Path, prefix: str) -> set[str]:
+    """Every module under ``prefix`` that ``path`` names in an import, ``TYPE_CHECKING`` included."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(prefix):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names if alias.name.startswith(prefix))
+    return found
+
+
+def test_core_and_view_do_not_import_each_other():
+    assert "privbench.view" not in every_import(ROOT / "privbench" / "core.py", "privbench")
+    assert "privbench.core" in every_import(ROOT / "privbench" / "view.py", "privbench")
+    assert "privbench.view" in every_import(ROOT / "privbench" / "api.py", "privbench")  # the check reads
+
+
+# What a party's own process runs may not reach the harness, the orchestration or the store.
+HARNESS_SIDE = {"privbench.harness", "privbench.matrix", "privbench.executors", "privbench.store",
+                "privbench.scoring", "privbench.artifacts", "privbench.schedule", "privbench.cli",
+                "privbench.reproduce", "privbench.preflight", "privbench.context",
+                "privbench.parties.host", "privbench.parties.launcher"}
+
+
+def test_party_code_never_reaches_the_harness():
+    graph = privbench_graph()
+    party_side = ["privbench.parties.child", "privbench.parties.roles", "privbench.parties.channel",
+                  "privbench.parties.messages", "privbench.parties.guard", "privbench.parties.sandbox",
+                  "privbench.view"]
+    for module in party_side:
+        reached, queue = set(), [module]
+        while queue:  # everything it imports, directly or not
+            for nxt in graph[queue.pop()] - reached:
+                reached.add(nxt)
+                queue.append(nxt)
+        assert not reached & HARNESS_SIDE, f"{module} reaches {sorted(reached & HARNESS_SIDE)}"
 
 
 def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:

@@ -73,16 +73,38 @@ def test_examiner_reads_raw_images_and_fails_on_noise(identity_run):
     assert noisy["attack.accuracy"] < 0.3 and noisy["privacy.score"] > 0.7
 
 
-def test_class_membership_separates_in_from_held_out_classes_without_protection(identity_run):
-    clear = cell(identity_run, "identity", "class-membership:out=held-out")
-    assert clear["attack.p_value"] < 0.01 and clear["attack.statistic_in"] > clear["attack.statistic_out"]
+@pytest.fixture(scope="module")
+def membership_runs(registry, shared_cache, tmp_path_factory):
+    """class-membership (held-out classes) against identity and disguised-nets over seeds 0-2: one
+    split is too few for a Welch test on 10 classes (under the kit's secret, seed 0 gives the
+    unprotected model p = 0.08 and seeds 1-3 p = 1e-7 to 1e-4)."""
+    db = tmp_path_factory.mktemp("membership") / "m.db"
+    store, report = run_matrix(registry, f"sqlite:///{db}", shared_cache, datasets=[DIGIT_TARGET],
+                               defenses=[("identity", {}), ("noise", {"scale": 2.0}), ("disguised-nets", {})],
+                               attacks=[("class-membership", {"out": "held-out"})], seeds=(0, 1, 2))
+    assert report.failures == []
+    return metrics_by_cell(store)
+
+
+def median_over_seeds(runs, defense: str, metric: str) -> float:
+    values = [m[metric] for (d, a, _), m in runs.items() if d == defense and a.startswith("class-membership")]
+    assert len(values) == 3
+    return sorted(values)[1]
+
+
+def test_class_membership_separates_in_from_held_out_classes_without_protection(membership_runs):
+    clear = median_over_seeds(membership_runs, "identity", "attack.p_value")
+    assert clear < 0.01
+    gap = median_over_seeds(membership_runs, "identity", "attack.statistic_in") - \
+        median_over_seeds(membership_runs, "identity", "attack.statistic_out")
+    assert gap > 0
     # Strong noise hides membership far better: a server trained on noisy images still reads clean
-    # ones a little (seed 0: p = 0.009 against 1e-6 unprotected), so only the gap is asserted.
-    noisy = cell(identity_run, "noise:scale=2.0", "class-membership:out=held-out")
-    assert noisy["attack.p_value"] > 100 * clear["attack.p_value"]
-    assert noisy["privacy.score"] > clear["privacy.score"] + 0.2
-    gap = clear["attack.statistic_in"] - clear["attack.statistic_out"]
-    assert noisy["attack.statistic_in"] - noisy["attack.statistic_out"] < gap
+    # ones a little, so only the gap is asserted.
+    assert median_over_seeds(membership_runs, "noise:scale=2.0", "attack.p_value") > 100 * clear
+    assert median_over_seeds(membership_runs, "noise:scale=2.0", "privacy.score") > \
+        median_over_seeds(membership_runs, "identity", "privacy.score") + 0.2
+    assert median_over_seeds(membership_runs, "noise:scale=2.0", "attack.statistic_in") - \
+        median_over_seeds(membership_runs, "noise:scale=2.0", "attack.statistic_out") < gap
 
 
 def test_class_membership_tells_digits_from_foreign_faces_without_protection(identity_run):
@@ -226,14 +248,14 @@ def test_examiner_fails_on_disguised_images(protected_run):
     assert disguised["attack.accuracy"] < disguised["attack.chance"] + 0.15, disguised
 
 
-def test_class_membership_finds_far_less_behind_disguised_nets(protected_run, identity_run):
-    # The paper finds nothing (p > 0.5); on 10 digit classes the Welch test is noisy: seed 0 gives
-    # p = 0.005, seeds 1-3 p = 0.13-0.39, against p ~ 1e-6 without protection.
-    _, runs = protected_run
-    clear = cell(identity_run, "identity", "class-membership:out=held-out")
-    disguised = cell(runs, "disguised-nets", "class-membership:out=held-out")
-    assert disguised["attack.p_value"] > 100 * clear["attack.p_value"]
-    assert disguised["privacy.score"] > clear["privacy.score"] + 0.2
+def test_class_membership_finds_far_less_behind_disguised_nets(membership_runs):
+    # The paper finds nothing (p > 0.5). Measured under the kit's secret, seeds 0-2: disguised p =
+    # 0.997, 0.974, 0.321 against 0.078, 1e-7, 2e-5 without protection.
+    clear = median_over_seeds(membership_runs, "identity", "attack.p_value")
+    disguised = median_over_seeds(membership_runs, "disguised-nets", "attack.p_value")
+    assert disguised > 100 * clear
+    assert median_over_seeds(membership_runs, "disguised-nets", "privacy.score") > \
+        median_over_seeds(membership_runs, "identity", "privacy.score") + 0.2
 
 
 def test_attacks_a_defense_cannot_serve_are_stored_as_not_applicable(protected_run):

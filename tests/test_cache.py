@@ -11,9 +11,8 @@ import torch
 from privbench.artifacts import ArtifactCache, SharedArtifacts, config_key
 from privbench.datasets import Digits
 from privbench.params import param
-from privbench.progress import SilentProgress
 from privbench.schedule import PluginCall
-from privbench.testing import call_of, dataset_call, harness
+from privbench.testing import FittedDefenses, call_of, dataset_call, harness
 
 MARKER = "privbench-cache-exploit-ran"
 
@@ -59,9 +58,8 @@ def test_a_fitted_defense_round_trips_through_state_dicts(tmp_path):
     from privbench.plugins import load_registry
     scenario = harness().scenario(dataset_call("digits"), 0)
     defense = call_of(load_registry().get("defense", "disguised-nets").cls, {"noise": 0.0})
-    fitted, _ = SharedArtifacts(ArtifactCache(tmp_path), torch.device("cpu"), SilentProgress()).protection(
-        scenario, defense)
-    loaded, _ = SharedArtifacts(ArtifactCache(tmp_path), torch.device("cpu"), SilentProgress()).protection(
+    fitted, _ = FittedDefenses(harness(ArtifactCache(tmp_path))).protection(scenario, defense)
+    loaded, _ = FittedDefenses(harness(ArtifactCache(tmp_path))).protection(
         scenario, defense)  # a new process would read the file like this
     images = scenario.images("test")[:8]
     assert torch.equal(fitted.encoder(images), loaded.encoder(images))

@@ -12,7 +12,7 @@ from torch import nn
 from privbench.api import ACCESS, EvaluationData, OwnerData, Protection
 from privbench.artifacts import cpu_state
 from privbench.progress import SilentProgress
-from privbench.testing import call_of, check_defense, dataset_call, fresh_artifacts, harness
+from privbench.testing import FittedDefenses, call_of, check_defense, dataset_call, fresh_artifacts, harness
 from privbench.training import apply
 from privbench_plugins.dapter import MID_GRAY, Dapter, build_unet, levels_for, pixel_entropy
 
@@ -74,7 +74,7 @@ def lambda_sweep(runner, digits_scenario):
     sweep = {}
     for lam in LAMBDAS:
         call = call_of(Dapter, {"lam": lam, **FAST_TRAINING})
-        sweep[lam] = (runner.protection(digits_scenario, call)[0],
+        sweep[lam] = (FittedDefenses(runner).protection(digits_scenario, call)[0],
                       runner.utility(digits_scenario, call))
     return sweep
 

@@ -8,10 +8,10 @@ from typing import ClassVar
 import pytest
 import torch
 
-from privbench.artifacts import ArtifactCache, SharedArtifacts, TrainingContext
+from privbench.artifacts import ArtifactCache, TrainingContext
 from privbench.datasets import Dataset, DatasetSource, LabelTask, LfwSubset
 from privbench.progress import SilentProgress
-from privbench.testing import call_of, check_defense, dataset_call, harness
+from privbench.testing import FittedDefenses, call_of, check_defense, dataset_call, harness
 from privbench.training import apply
 
 BUILTIN_DEFENSES = {"identity": {}, "noise": {}, "disguised-nets": {}, "dapter": {"epochs": 1},
@@ -44,7 +44,7 @@ def scenario_and_artifacts(request, tmp_path_factory):
     data = (dataset_call(ColourBlobs, {"target_epochs": 3}) if request.param.startswith("colour")
             else dataset_call(LfwSubset, {"target_epochs": 3}))
     runner = harness(cache)
-    return runner.scenario(data, 0), SharedArtifacts(cache, torch.device("cpu"), SilentProgress())
+    return runner.scenario(data, 0), FittedDefenses(runner)
 
 
 @pytest.mark.parametrize("name", sorted(BUILTIN_DEFENSES))

@@ -13,7 +13,15 @@ from privbench.api import ACCESS, Attack, DataFacts, PrivbenchError, accuracy, a
 from privbench.params import parse_spec
 from privbench.schedule import CellPlan
 from privbench.streams import seed_globals
-from privbench.testing import call_of, check_defense, dataset_call, fresh_artifacts, harness, run_cell
+from privbench.testing import (
+    attack_view,
+    call_of,
+    check_defense,
+    dataset_call,
+    fresh_artifacts,
+    harness,
+    run_cell,
+)
 from privbench_plugins.attribute_inference import AttributeInference
 from privbench_plugins.disguised_nets import DisguisedNets, DisguiseEncoder, block_pixel_index
 from privbench_plugins.known_plaintext import KnownPlaintext
@@ -192,8 +200,7 @@ def test_the_fitted_key_comes_from_the_defender_stream_and_the_attacker_draws_an
     observed = torch.zeros(1, *fitted.padded_shape)
 
     def attackers_key() -> DisguiseEncoder:
-        view = tiny_runner.attack_view(scenario, scenario, cell, fresh_artifacts().protection(
-            scenario, defense)[0], observed)
+        view = attack_view(tiny_runner, cell, observed)
         return view.build_encoder()
 
     guess, again = attackers_key(), attackers_key()

@@ -14,6 +14,7 @@ from privbench.harness import Harness
 from privbench.matrix import MatrixRunner
 from privbench.schedule import MatrixConfig
 from privbench.store import Store
+from privbench.testing import KIT_SECRET
 
 SMALL = MatrixConfig(
     datasets=[("digits", {"limit": 400, "target_epochs": 4, "target": "digit"})],
@@ -26,7 +27,7 @@ SMALL = MatrixConfig(
 def run_with(executor: str, tmp_path, registry, **options):
     """The small matrix through ``executor`` with its own cache (everything trains afresh)."""
     store = Store(f"sqlite:///{tmp_path / (executor + '.db')}")
-    ctx = RunContext(cache=ArtifactCache(tmp_path / f"cache-{executor}"))
+    ctx = RunContext(cache=ArtifactCache(tmp_path / f"cache-{executor}"), secret=KIT_SECRET)
     report = MatrixRunner(registry, store, ctx, executor=executor, threads=1, **options).run(SMALL)
     assert report.failures == [], [f.reason for f in report.failures]
     return store, report
@@ -78,7 +79,7 @@ def test_shared_artifacts_are_trained_once_per_key(local_run, registry, tmp_path
     assert cache_dir is not None
     before = {p: p.stat().st_mtime_ns for p in cache_dir.rglob("*.pt")}
     store = Store(f"sqlite:///{tmp_path / 'again.db'}")
-    ctx = RunContext(cache=ArtifactCache(cache_dir))
+    ctx = RunContext(cache=ArtifactCache(cache_dir), secret=KIT_SECRET)
     MatrixRunner(registry, store, ctx, executor="process", workers=2, threads=1).run(SMALL)
     after = {p: p.stat().st_mtime_ns for p in cache_dir.rglob("*.pt")}
     assert after == before  # no artifact rewritten, none added
@@ -86,7 +87,7 @@ def test_shared_artifacts_are_trained_once_per_key(local_run, registry, tmp_path
 
 
 def test_bad_executor_settings_are_one_line_errors():
-    worker = Harness(RunContext(cache=ArtifactCache(None)))
+    worker = Harness(RunContext(cache=ArtifactCache(None), secret=KIT_SECRET))
     with pytest.raises(PrivbenchError, match="unknown executor 'threads'; accepted: local, process, ray"):
         make_executor("threads", worker)
     with pytest.raises(PrivbenchError, match="--workers must be at least 1"):
@@ -96,6 +97,7 @@ def test_bad_executor_settings_are_one_line_errors():
 
 
 def test_a_worker_process_that_dies_fails_its_cells_and_the_run_goes_on(tmp_path):
+    """With --trust-plugins the attack runs in the worker, so its exit kills the worker."""
     from plugins_for_tests import EdgeCasePlugins
 
     from privbench.plugins import load_registry
@@ -104,8 +106,8 @@ def test_a_worker_process_that_dies_fails_its_cells_and_the_run_goes_on(tmp_path
                           defenses=[("identity", {})],
                           attacks=[("kills-its-process", {}), ("counting", {})], seeds=[0])
     store = Store(f"sqlite:///{tmp_path / 'dies.db'}")
-    runner = MatrixRunner(registry, store, RunContext(cache=ArtifactCache(tmp_path / "cache")),
-                          executor="process", workers=1, threads=1)
+    ctx = RunContext(cache=ArtifactCache(tmp_path / "cache"), secret=KIT_SECRET, trust_plugins=True)
+    runner = MatrixRunner(registry, store, ctx, executor="process", workers=1, threads=1)
     report = runner.run(config)  # returns: the broken pool does not crash the run
     statuses = {c.attack_spec: (c.status, c.reason) for c in store.cells()}
     assert set(statuses) == {"kills-its-process", "counting"}
@@ -113,3 +115,22 @@ def test_a_worker_process_that_dies_fails_its_cells_and_the_run_goes_on(tmp_path
     assert "BrokenProcessPool" in statuses["kills-its-process"][1]
     assert statuses["counting"][0] == "done"  # ran on a fresh pool after the first one broke
     assert len(report.failures) == 1 and store.runs()[-1].status == "finished-with-failures"
+
+
+def test_an_attack_process_that_dies_fails_its_cell_and_leaves_the_worker(tmp_path):
+    """Isolated, the attack's own process dies: the worker, its pool and the other cell go on."""
+    from plugins_for_tests import EdgeCasePlugins
+
+    from privbench.plugins import load_registry
+    registry = load_registry(extra_plugins=[EdgeCasePlugins()])
+    config = MatrixConfig(datasets=[("digits", {"limit": 300, "target_epochs": 2})],
+                          defenses=[("identity", {})],
+                          attacks=[("kills-its-process", {}), ("counting", {})], seeds=[0])
+    store = Store(f"sqlite:///{tmp_path / 'dies.db'}")
+    ctx = RunContext(cache=ArtifactCache(tmp_path / "cache"), secret=KIT_SECRET)
+    report = MatrixRunner(registry, store, ctx, executor="process", workers=1, threads=1).run(config)
+    statuses = {c.attack_spec: (c.status, c.reason) for c in store.cells()}
+    assert statuses["kills-its-process"] == (
+        "failed", "attack 'kills-its-process': its process exited before it returned a result")
+    assert statuses["counting"][0] == "done"
+    assert len(report.failures) == 1

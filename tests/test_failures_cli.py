@@ -14,6 +14,7 @@ from privbench.context import RunContext
 from privbench.matrix import FailFast, MatrixConfig, MatrixRunner
 from privbench.plugins import load_registry
 from privbench.store import Store
+from privbench.testing import KIT_SECRET
 
 pytestmark = pytest.mark.slow
 
@@ -27,7 +28,7 @@ def test_results_failures_prints_the_reason_and_the_traceback(edge_registry, tmp
     db = f"sqlite:///{tmp_path / 'f.db'}"
     config = MatrixConfig(datasets=[FAST_DIGITS], defenses=[("identity", {})],
                           attacks=[("crashing", {}), ("counting", {})])
-    MatrixRunner(edge_registry, Store(db), RunContext(cache=shared_cache)).run(config)
+    MatrixRunner(edge_registry, Store(db), RunContext(cache=shared_cache, secret=KIT_SECRET)).run(config)
     text = CliRunner().invoke(main, ["results", "--db", db, "--failures"]).stdout
     assert "failed: digits" in text and "crashing" in text
     assert "RuntimeError: the attack broke on purpose" in text and "Traceback" in text
@@ -41,7 +42,7 @@ def test_fail_fast_stops_at_the_first_failed_cell_and_keeps_it(edge_registry, tm
     store = Store(f"sqlite:///{tmp_path / 'ff.db'}")
     config = MatrixConfig(datasets=[FAST_DIGITS], defenses=[("identity", {})],
                           attacks=[("crashing", {}), ("counting", {})])
-    runner = MatrixRunner(edge_registry, store, RunContext(cache=shared_cache), fail_fast=True)
+    runner = MatrixRunner(edge_registry, store, RunContext(cache=shared_cache, secret=KIT_SECRET), fail_fast=True)
     with pytest.raises(FailFast) as stopped:
         runner.run(config)
     assert stopped.value.outcome.attack == "crashing"

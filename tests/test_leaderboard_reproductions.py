@@ -12,6 +12,7 @@ from leaderboard import render_site
 from privbench.context import RunContext
 from privbench.reproduce import load, run
 from privbench.store import Store
+from privbench.testing import KIT_SECRET
 
 # Two "split points" (identity, then strong input noise) against one attacker; PSNR rows that hold
 # whatever the run measures (tolerance 100 dB) and a claim the measurements contradict.
@@ -59,7 +60,7 @@ def site(registry, shared_cache, toy_config, tmp_path_factory):
     """The toy's full plan run into a fresh store, and the site rendered with the toy config."""
     folder = tmp_path_factory.mktemp("repro-site")
     store = Store(f"sqlite:///{folder / 'store.db'}")
-    run(load(str(toy_config)), registry, store, RunContext(cache=shared_cache))
+    run(load(str(toy_config)), registry, store, RunContext(cache=shared_cache, secret=KIT_SECRET))
     index = render_site(store, folder / "site", claims={}, reproductions=[toy_config])
     return index.parent, store
 

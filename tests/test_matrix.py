@@ -15,6 +15,7 @@ from privbench.matrix import MatrixRunner
 from privbench.plugins import load_registry
 from privbench.schedule import MatrixConfig, expand, plan
 from privbench.store import Store
+from privbench.testing import KIT_SECRET
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +85,12 @@ def test_rerun_skips_finished_cells_and_retries_failed_ones(edge_registry, tmp_p
 
 
 def test_interruption_keeps_every_finished_cell(edge_registry, tmp_path, shared_cache):
+    """A Ctrl-C while a cell runs (simulated in-process: with --trust-plugins a KeyboardInterrupt
+    of the plugin's code is the run's; isolated, it would only fail its cell)."""
     url = f"sqlite:///{tmp_path / 'i.db'}"
     with pytest.raises(KeyboardInterrupt):
         run_matrix(edge_registry, url, shared_cache, defenses=[("identity", {})],
-                   attacks=[("counting", {}), ("interrupting", {})])
+                   attacks=[("counting", {}), ("interrupting", {})], trust_plugins=True)
     store = Store(url)
     # the finished cell is kept; the one that was running is recorded as interrupted (rerun later)
     assert [(c.attack, c.status) for c in store.cells()] == [("counting", "done"),
@@ -108,7 +111,7 @@ def test_target_model_is_trained_once_and_reused_from_the_cache(registry, tmp_pa
     config = MatrixConfig(datasets=[("digits", {"target_epochs": 2})],
                           defenses=[("identity", {})], attacks=[("inverse-network", {"epochs": 1})])
     for db in ("a.db", "b.db"):  # a second run with a fresh store and cache object hits the disk cache
-        context = RunContext(cache=ArtifactCache(tmp_path / "cache"))
+        context = RunContext(cache=ArtifactCache(tmp_path / "cache"), secret=KIT_SECRET)
         MatrixRunner(registry, Store(f"sqlite:///{tmp_path / db}"), context).run(config)
     assert trained == [0]
     assert len(list((tmp_path / "cache" / "target-model").glob("*.pt"))) == 1

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from privbench.splitting import split_model
-from privbench.testing import call_of, check_defense, dataset_call, harness, run_cell
+from privbench.testing import FittedDefenses, call_of, check_defense, dataset_call, harness, run_cell
 from privbench_plugins.attribute_inference import AttributeInference
 from privbench_plugins.privacy_finetune import CenterLossObjective, PrivacyFinetune, center_distance
 
@@ -81,7 +81,7 @@ def test_center_distance_is_zero_for_features_at_their_class_mean():
 
 def test_the_encoder_is_the_fine_tuned_first_half(runner):
     scenario = runner.scenario(dataset_call("digits", DIGITS), 0)
-    protection, _ = runner.artifacts.protection(scenario, call_of(PrivacyFinetune, {"epochs": "1"}))
+    protection, _ = FittedDefenses(runner).protection(scenario, call_of(PrivacyFinetune, {"epochs": "1"}))
     x = scenario.images("test")[:16]
     with torch.no_grad():
         logits = protection.server(protection.encoder(x))

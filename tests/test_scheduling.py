@@ -12,6 +12,7 @@ from privbench.executors import DispatchingExecutor
 from privbench.forkserver import process_context, worker_modules
 from privbench.harness import Harness, WorkerSettings
 from privbench.schedule import Job, JobResult, MatrixConfig, first_jobs, next_jobs, plan, priority
+from privbench.testing import KIT_SECRET
 
 DIGITS = ("digits", {"limit": 300, "target_epochs": 2, "target": "digit"})
 
@@ -83,7 +84,7 @@ def test_a_defense_job_fits_without_the_target_model_when_its_defense_does_not_n
         registry, tmp_path, monkeypatch):
     """The utility (which needs the target model) waits for the defense's first cell, so a defense
     that trains its own server fits while another worker still trains the target model."""
-    worker = Harness(RunContext(cache=ArtifactCache(tmp_path / "cache")))
+    worker = Harness(RunContext(cache=ArtifactCache(tmp_path / "cache"), secret=KIT_SECRET))
 
     def target_not_ready(scenario):
         raise RuntimeError("target model not trained yet")

@@ -17,7 +17,15 @@ from privbench.splitting import (
     layer_names,
     split_model,
 )
-from privbench.testing import call_of, check_defense, dataset_call, fresh_artifacts, harness, run_cell
+from privbench.testing import (
+    FittedDefenses,
+    call_of,
+    check_defense,
+    dataset_call,
+    fresh_artifacts,
+    harness,
+    run_cell,
+)
 from privbench_plugins.inverse_network import InverseNetwork
 from privbench_plugins.split import Split
 
@@ -41,7 +49,7 @@ def target(runner, scenario):
 
 def fitted(runner, scenario, **params):
     """Split fitted through the shared artifacts (a fresh copy of the cached protection)."""
-    return runner.artifacts.protection(scenario, call_of(Split, params))[0]
+    return FittedDefenses(runner).protection(scenario, call_of(Split, params))[0]
 
 
 def owner_of(scenario, target) -> OwnerData:
@@ -60,7 +68,7 @@ def test_staging_names_every_layer_of_both_architectures():
 @pytest.mark.parametrize("layer", ["normalize", "conv1", "relu2", "flatten", "fc1", "fc2", "fc3"])
 def test_server_of_encoder_is_the_target_model_on_lenet(layer, runner, scenario, target):
     call = call_of(Split, {"layer": layer})
-    protection = runner.artifacts.protection(scenario, call)[0]
+    protection = FittedDefenses(runner).protection(scenario, call)[0]
     x = scenario.images("test")[:64]
     with torch.no_grad():
         expected = target.cpu()(x)

@@ -17,7 +17,7 @@ from privbench.api import Attack, AttackOutput
 from privbench.core import ACCESS
 from privbench.plugins import load_registry
 from privbench.schedule import CellPlan
-from privbench.testing import call_of, dataset_call, harness, run_cell
+from privbench.testing import attack_view, call_of, dataset_call, harness, run_cell
 from privbench.view import AccessDenied, AttackView
 
 pytestmark = pytest.mark.slow
@@ -34,7 +34,7 @@ ACCESSORS = {
 
 @pytest.fixture(scope="module")
 def runner():
-    return harness()
+    return harness(trust_plugins=True)
 
 
 def view_of(runner, attack_cls, params=None, defense="identity") -> AttackView:
@@ -42,10 +42,7 @@ def view_of(runner, attack_cls, params=None, defense="identity") -> AttackView:
     registry = load_registry()
     cell = CellPlan(dataset_call("digits"), call_of(registry.get("defense", defense).cls),
                     call_of(attack_cls, params), 0)
-    scenario = runner.scenario(cell.dataset, 0)
-    protection, _ = runner.protection(scenario, cell.defense)
-    observed = protection.encoder(scenario.images("test")[:5])
-    return runner.attack_view(scenario, scenario, cell, protection, observed)
+    return attack_view(runner, cell)
 
 
 @pytest.mark.parametrize("attack_name", sorted(load_registry().names("attack")))
@@ -239,8 +236,7 @@ def test_same_set_data_is_an_access_the_attack_must_declare():
     assert "owner-data" in InverseNetwork.from_params({"data": "same-set"}).granted_needs()
     assert "owner-data" not in InverseNetwork.from_params({}).granted_needs()
     assert "owner-data" in Shadow.from_params({"data": "same-set"}).granted_needs()
-    runner = harness()
-    view = view_of(runner, InverseNetwork, {"data": "same-set"})
+    view = view_of(harness(trust_plugins=True), InverseNetwork, {"data": "same-set"})
     images, labels = view.owner_data()
     assert len(images) > len(view.aux_images) and set(labels) == {"parity", "digit"}
 
@@ -259,5 +255,5 @@ def test_a_defense_fits_on_the_owners_data_only():
         return original_fit(owner)
 
     object.__setattr__(defense.instance, "fit", spying_fit)
-    fresh_artifacts().protection(scenario, defense)
+    fresh_artifacts(trust_plugins=True).protection(scenario, defense)  # the spy runs in this process
     assert torch.equal(seen["images"], scenario.images("owner"))

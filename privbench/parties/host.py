@@ -1,0 +1,157 @@
+"""The harness's side of the parties: run a role isolated in its own process, or trusted in this one.
+
+``IsolatedParties`` (the default) starts every role in a fresh child of this process's zygote with
+a wall-time limit; ``TrustedParties`` (``--trust-plugins``, for plugin development) calls the same
+role functions in the harness's own process, without isolation and without a time limit. Both give
+the harness the same answers for honest plugins.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from privbench.parties import roles
+from privbench.parties.channel import LocalChannel
+from privbench.parties.launcher import PartyFailed, PartyProcess, Zygote
+from privbench.parties.messages import EncodeRequest, Setup
+
+Handlers = dict[str, Callable[..., Any]]
+
+# This process's zygote, started once (``start_zygote``) and shared by every harness of the process.
+_ZYGOTE: list[Zygote] = []
+
+
+def start_zygote(fork_here: bool = False) -> Zygote:
+    """This process's zygote; ``fork_here`` when this process is still clean (a worker that has run
+    no job): a plain fork, else a child of multiprocessing's fork server."""
+    if _ZYGOTE and not _ZYGOTE[0].alive():
+        stop_zygote()
+    if not _ZYGOTE:
+        _ZYGOTE.append(Zygote(fork_here=fork_here))
+    return _ZYGOTE[0]
+
+
+def stop_zygote() -> None:
+    if _ZYGOTE:
+        _ZYGOTE.pop().close()
+
+
+class IsolatedParties:
+    """Each role in a fresh process forked from the zygote (see ``privbench.parties``)."""
+
+    isolation = "process"
+
+    def __init__(self, device: torch.device, threads: int | None = None, relay_progress: bool = True,
+                 exclude: tuple[str, ...] = ()) -> None:
+        self.device = str(device)
+        self.threads = threads
+        self.relay_progress = relay_progress
+        self.exclude = exclude
+
+    def _setup(self, role: str) -> Setup:
+        return Setup(role, self.device, self.threads or torch.get_num_threads(), self.relay_progress,
+                     self.exclude)
+
+    def run(self, role: str, request: Any, *, label: str, limit_s: float | None,
+            handlers: Handlers | None = None, progress=None) -> Any:
+        party = PartyProcess(start_zygote(), self._setup(role), request, limit_s=limit_s, label=label)
+        try:
+            return party.result(handlers, progress)
+        finally:
+            party.close()
+
+    def encoder(self, request: EncodeRequest, *, label: str, limit_s: float | None) -> IsolatedEncoder:
+        return IsolatedEncoder(self, request, label=label, limit_s=limit_s)
+
+
+def chunk_seed(seed: int, chunk: int) -> int:
+    """The stream of an encoding session's ``chunk``-th batch, derived from the session's seed."""
+    import numpy as np
+    return int(np.random.SeedSequence([seed, chunk]).generate_state(1, dtype=np.uint64)[0]) >> 1
+
+
+class IsolatedEncoder:
+    """An encoding session of the data owner's device: batches in, encodings out.
+
+    Every batch of at most ``EVAL_BATCH_SIZE`` images is encoded by a fresh defender's process, the
+    owner's own test images and the attacker's queries alike: each call a defense sees is the
+    first of its process, from the same code path, with a secret seed. Nothing in the call stack,
+    the call order or the seed tells an owner's batch from a query."""
+
+    def __init__(self, parties: IsolatedParties, request: EncodeRequest, *, label: str,
+                 limit_s: float | None) -> None:
+        self.parties, self.request, self.label, self.limit_s = parties, request, label, limit_s
+        self.chunks = 0
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        from privbench.training import EVAL_BATCH_SIZE
+        parts = [self._encode_chunk(images[start:start + EVAL_BATCH_SIZE].clone())
+                 for start in range(0, len(images), EVAL_BATCH_SIZE)]
+        return torch.cat(parts) if parts else torch.empty(0)
+
+    def _encode_chunk(self, chunk: torch.Tensor) -> torch.Tensor:
+        request = dataclasses.replace(self.request, seed=chunk_seed(self.request.seed, self.chunks))
+        self.chunks += 1
+        party = PartyProcess(start_zygote(), self.parties._setup("encode"), request,
+                             limit_s=self.limit_s, label=self.label)
+        try:
+            party.send(("batch", chunk))
+            encoded = party.result()
+            party.send(("close", None))
+        finally:
+            party.close()
+        if not isinstance(encoded, torch.Tensor) or len(encoded) != len(chunk):
+            raise PartyFailed(f"{self.label}: the encoder did not return one output per image")
+        return encoded
+
+    def close(self) -> None:
+        pass
+
+
+class TrustedParties:
+    """``--trust-plugins``: the roles run in the harness's own process (no isolation, no limit)."""
+
+    isolation = "trusted"
+
+    def __init__(self, device: torch.device, progress=None) -> None:
+        self.device = torch.device(device)
+        self.progress = progress
+
+    def run(self, role: str, request: Any, *, label: str, limit_s: float | None,
+            handlers: Handlers | None = None, progress=None) -> Any:
+        channel = LocalChannel(handlers, progress if progress is not None else self.progress)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                return roles.run(role, request, channel, self.device)
+        except SystemExit as exiting:  # a plugin's sys.exit fails its cell, not the run
+            from privbench.parties.child import one_line
+            raise PartyFailed(one_line(exiting)) from None
+
+    def encoder(self, request: EncodeRequest, *, label: str, limit_s: float | None) -> TrustedEncoder:
+        return TrustedEncoder(roles.Encoder(request, self.device, self.progress))
+
+
+class TrustedEncoder:
+    """An encoding session in the harness's process, drawing from a torch stream of its own (as its
+    own process would), so that queries answered in the middle of an attack leave the attack's
+    draws alone."""
+
+    def __init__(self, encoder: roles.Encoder) -> None:
+        self.encoder = encoder
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(encoder.ctx.seed)
+            self.rng_state = torch.get_rng_state()
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.random.fork_rng(devices=[]):
+            torch.set_rng_state(self.rng_state)
+            encoded = self.encoder.encode(images)
+            self.rng_state = torch.get_rng_state()
+        return encoded
+
+    def close(self) -> None:
+        pass
