@@ -27,9 +27,12 @@ import multiprocessing
 # The module the fork server imports: importing it imports preload_modules(), each on its own.
 PRELOAD = "privbench.preload"
 
-# Imported lazily by every worker's first job: torch._dynamo by the first torch optimizer (about
-# 1.7 s), sklearn.datasets by the offline datasets (about 0.8 s).
-LAZY_IMPORTS = ("torch._dynamo", "sklearn.datasets")
+# Imported lazily by every worker's first job and, since every party process is a fresh fork, by
+# every party that needs them: torch._dynamo by the first torch optimizer (about 1.7 s),
+# sklearn.datasets by the offline datasets (about 0.8 s), torchvision's models by every split of a
+# model (0.55 s in each party before it was preloaded), scipy's by the attacks that use it.
+LAZY_IMPORTS = ("torch._dynamo", "sklearn.datasets", "torchvision.models", "scipy.optimize",
+                "scipy.stats")
 
 # privbench's own modules a worker and a party process need, beside the plugins.
 HARNESS_MODULES = ("privbench.harness", "privbench.plugins", "privbench.parties.host",

@@ -73,9 +73,11 @@ DEFENSES = ("identity", "two-faced", "peeking-fit")
 FAILING = ("cheat-globals", "exiter", "interrupter")
 
 
-@pytest.fixture(scope="module", params=["local", "process"])
+@pytest.fixture(scope="module", params=["local", "process", "ray"])
 def cheated_run(request, tmp_path_factory):
     """The cheaters' matrix under one executor: its exit, its output and its stored cells."""
+    if request.param == "ray":
+        pytest.importorskip("ray", reason="the ray extra is part of dev: pip install -e '.[dev]'")
     tmp_path = tmp_path_factory.mktemp(f"cheaters-{request.param}")
     db, home = tmp_path / "cheated.db", tmp_path / "home"
     memory_routes = [route for route in ROUTES if route != "cheat-files"]

@@ -11,6 +11,7 @@ that cell; the process then exits without running anything the zygote registered
 from __future__ import annotations
 
 import os
+import sys
 import traceback
 from multiprocessing import connection
 
@@ -20,8 +21,9 @@ from privbench.parties.messages import Setup, from_harness, to_harness
 def prepare_zygote() -> None:
     """What every child would otherwise do first: import the roles (and through them torch's
     optimisers and the plugin registry), so a fork starts ready."""
-    from privbench.parties import roles
+    from privbench.parties import roles, sandbox
     roles.warm()
+    sandbox.remember_readable_roots()
 
 
 def main(fd: int) -> int:
@@ -29,10 +31,12 @@ def main(fd: int) -> int:
     os.setsid()
     conn = connection.Connection(fd)
     try:
-        setup, workdir, request = from_harness(conn.recv_bytes())
+        setup, workdir, path = from_harness(conn.recv_bytes())
+        sys.path[:] = path
     except BaseException:  # noqa: BLE001 - the harness went away: nothing to answer
         return 1
     try:
+        request = _request(conn)
         _prepare(setup, workdir)
         result = _run(setup, request, conn)
         message = ("result", result)
@@ -46,6 +50,16 @@ def main(fd: int) -> int:
         except BaseException:  # noqa: BLE001
             return 1
     return 0
+
+
+def _request(conn: connection.Connection):
+    """The request, whose plugin classes are imported by name here; a class that cannot be
+    imported in a party's process (e.g. defined in a script's ``__main__``) fails with why."""
+    try:
+        return from_harness(conn.recv_bytes())
+    except Exception as error:
+        raise RuntimeError(f"the party process could not load the plugin's class: {one_line(error)}; "
+                           "a plugin class must be importable by its module's name") from error
 
 
 def one_line(error: BaseException) -> str:

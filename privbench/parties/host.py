@@ -68,43 +68,43 @@ class IsolatedParties:
         return IsolatedEncoder(self, request, label=label, limit_s=limit_s)
 
 
-def chunk_seed(seed: int, chunk: int) -> int:
-    """The stream of an encoding session's ``chunk``-th batch, derived from the session's seed."""
+def session_seed(seed: int, session: int) -> int:
+    """The stream of an encoder's ``session``-th process, derived from the encoder's seed."""
     import numpy as np
-    return int(np.random.SeedSequence([seed, chunk]).generate_state(1, dtype=np.uint64)[0]) >> 1
+    return int(np.random.SeedSequence([seed, session]).generate_state(1, dtype=np.uint64)[0]) >> 1
 
 
 class IsolatedEncoder:
-    """An encoding session of the data owner's device: batches in, encodings out.
+    """The data owner's device: images in, encodings out.
 
-    Every batch of at most ``EVAL_BATCH_SIZE`` images is encoded by a fresh defender's process, the
-    owner's own test images and the attacker's queries alike: each call a defense sees is the
-    first of its process, from the same code path, with a secret seed. Nothing in the call stack,
-    the call order or the seed tells an owner's batch from a query."""
+    Every call, the owner's whole test set or one query of the attacker, is answered by a fresh
+    defender's process seeded with a secret stream of its own, which encodes it in batches of at
+    most ``EVAL_BATCH_SIZE`` through one code path: each process sees the same sequence of calls,
+    from the same stack, whoever asked. Nothing in the stack, the call order or the seed tells an
+    owner's batch from a query."""
 
     def __init__(self, parties: IsolatedParties, request: EncodeRequest, *, label: str,
                  limit_s: float | None) -> None:
         self.parties, self.request, self.label, self.limit_s = parties, request, label, limit_s
-        self.chunks = 0
+        self.sessions = 0
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         from privbench.training import EVAL_BATCH_SIZE
-        parts = [self._encode_chunk(images[start:start + EVAL_BATCH_SIZE].clone())
-                 for start in range(0, len(images), EVAL_BATCH_SIZE)]
-        return torch.cat(parts) if parts else torch.empty(0)
-
-    def _encode_chunk(self, chunk: torch.Tensor) -> torch.Tensor:
-        request = dataclasses.replace(self.request, seed=chunk_seed(self.request.seed, self.chunks))
-        self.chunks += 1
+        request = dataclasses.replace(self.request, seed=session_seed(self.request.seed, self.sessions))
+        self.sessions += 1
         party = PartyProcess(start_zygote(), self.parties._setup("encode"), request,
                              limit_s=self.limit_s, label=self.label)
         try:
-            party.send(("batch", chunk))
-            encoded = party.result()
-            party.send(("close", None))
+            parts = [self._batch(party, images[start:start + EVAL_BATCH_SIZE].clone())
+                     for start in range(0, len(images), EVAL_BATCH_SIZE)]
         finally:
             party.close()
-        if not isinstance(encoded, torch.Tensor) or len(encoded) != len(chunk):
+        return torch.cat(parts) if parts else torch.empty(0)
+
+    def _batch(self, party: PartyProcess, batch: torch.Tensor) -> torch.Tensor:
+        party.send(("batch", batch))
+        encoded = party.result()
+        if not isinstance(encoded, torch.Tensor) or len(encoded) != len(batch):
             raise PartyFailed(f"{self.label}: the encoder did not return one output per image")
         return encoded
 

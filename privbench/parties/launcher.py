@@ -22,6 +22,7 @@ that fails, exits or dies raises ``PartyFailed`` with a one-line reason.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import shutil
 import signal
@@ -129,6 +130,7 @@ def _serve_forever(conn: connection.Connection) -> None:
     _release_fork_server()
     from privbench.parties import child
     child.prepare_zygote()
+    gc.freeze()  # a fork's garbage collections leave the zygote's objects (and their pages) alone
     while True:
         try:
             if conn.recv_bytes() != b"spawn":
@@ -183,7 +185,10 @@ class PartyProcess:
         self.pid, self.conn = zygote.spawn()
         self.closed = False
         try:
-            self.conn.send_bytes(to_party((setup, self.workdir, request)))
+            # first where to import from (the harness's own sys.path, as multiprocessing's spawn
+            # does), then the request, whose plugin classes the child imports by name
+            self.conn.send_bytes(to_party((setup, self.workdir, list(sys.path))))
+            self.conn.send_bytes(to_party(request))
         except OSError as error:
             self.kill()
             raise PartyFailed(f"{label}: could not send the request ({error})") from None
@@ -299,7 +304,8 @@ class ProgressRelay:
                 manager = self.progress.task(str(args[1])[:200], int(args[2]))
                 self.tasks[int(args[0])] = (manager, manager.__enter__())
             elif kind == "advance" and int(args[0]) in self.tasks:
-                self.tasks[int(args[0])][1]()
+                for _ in range(min(int(args[1]), 1_000_000)):
+                    self.tasks[int(args[0])][1]()
             elif kind == "end" and int(args[0]) in self.tasks:
                 self.tasks.pop(int(args[0]))[0].__exit__(None, None, None)
         except (IndexError, TypeError, ValueError):

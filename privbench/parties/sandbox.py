@@ -122,8 +122,8 @@ def enter_sandbox(workdir: str, *, restrict_files: bool = True, exclude: Sequenc
     ``restrict_network``: with Landlock, deny TCP bind and connect too."""
     workdir = os.path.realpath(workdir)
     fences = {os.path.realpath(path) for path in exclude}
-    readable = _readable_roots() if restrict_files else []
     project = os.path.realpath(os.getcwd())
+    readable = _outermost(_readable_roots(), fences | {project}) if restrict_files else []
     _no_stdin()
     _bare_environment(workdir)
     os.chdir(workdir)
@@ -182,15 +182,42 @@ def _bare_environment(workdir: str) -> None:
 
 
 def _readable_roots() -> list[str]:
-    """The Python installation, site-packages and imported packages, as real paths."""
-    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
-    paths.update(sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib"))
-    paths.update(entry for entry in sys.path if os.path.basename(entry) in ("site-packages", "dist-packages"))
+    """The Python installation, site-packages and imported packages, as real paths (the zygote's
+    share, computed once by ``remember_readable_roots``, plus the modules imported since)."""
+    known, roots = _REMEMBERED.get("modules", frozenset()), _REMEMBERED.get("roots", frozenset())
+    if not roots:
+        paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
+        paths.update(sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib"))
+        paths.update(entry for entry in sys.path
+                     if os.path.basename(entry) in ("site-packages", "dist-packages"))
+    else:
+        paths = set()
     for name, module in list(sys.modules.items()):
+        if name in known:
+            continue
         top = sys.modules.get(name.partition(".")[0]) or module
         where = getattr(top, "__path__", None) or [getattr(top, "__file__", None)]
         paths.update(path for path in where if isinstance(path, str) and path)
-    return sorted({os.path.realpath(path) for path in paths})
+    return sorted(set(roots) | {os.path.realpath(path) for path in paths})
+
+
+def _outermost(roots: list[str], fenced: set[str]) -> list[str]:
+    """``roots`` less those beneath another root that holds no fenced path (one rule covers them):
+    site-packages and each package in it were a rule apiece."""
+    whole = [root for root in roots if not any(_beneath(fence, root) for fence in fenced)]
+    return [root for root in roots
+            if not any(parent != root and _beneath(root, parent) for parent in whole)]
+
+
+_REMEMBERED: dict[str, frozenset[str]] = {}
+
+
+def remember_readable_roots() -> None:
+    """Compute the readable roots once, in the zygote, so that each fork only adds what it imported
+    itself (resolving every path again took most of a party's sandbox time)."""
+    _REMEMBERED.clear()
+    roots = frozenset(_readable_roots())
+    _REMEMBERED.update(modules=frozenset(sys.modules), roots=roots)
 
 
 def _landlock(workdir: str, readable: Iterable[str], fences: set[str], project: str,
