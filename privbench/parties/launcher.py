@@ -128,6 +128,7 @@ def _serve_forever(conn: connection.Connection) -> None:
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     _die_with_parent()
     _release_fork_server()
+    _close_inherited_descriptors(keep=conn.fileno())
     from privbench.parties import child
     child.prepare_zygote()
     gc.freeze()  # a fork's garbage collections leave the zygote's objects (and their pages) alone
@@ -160,6 +161,23 @@ def _release_fork_server() -> None:
         except OSError:
             pass
         server._forkserver_alive_fd = None
+
+
+def _close_inherited_descriptors(keep: int) -> None:
+    """Close every descriptor the zygote inherited but its pipe to the harness and 0-2: a worker's
+    executor queues, a store or cache file its harness had open. A party process, a fork of the
+    zygote, then holds nothing but its own socket (Landlock does not reach descriptors already
+    open)."""
+    try:
+        open_fds = [int(name) for name in os.listdir("/proc/self/fd")]
+    except OSError:  # pragma: no cover - not Linux: close a generous range instead
+        open_fds = list(range(3, 1024))
+    for fd in open_fds:
+        if fd > 2 and fd != keep:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _die_with_parent() -> None:

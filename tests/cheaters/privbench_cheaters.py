@@ -156,7 +156,7 @@ class CheatFrames(Cheat):
 @dataclass
 class CheatFiles(Cheat):
     name: ClassVar[str] = "cheat-files"
-    summary: ClassVar[str] = "reads the store, the cache and the harness's /proc entries"
+    summary: ClassVar[str] = "reads the store, the cache, the harness's /proc entries and inherited pipes"
 
     paths: str = param("", "files or folders to read, separated by ';' (the store, the cache)")
 
@@ -164,7 +164,22 @@ class CheatFiles(Cheat):
         targets = [p for p in self.paths.split(";") if p]
         targets += [f"/proc/{os.getppid()}/environ", f"/proc/{os.getppid()}/cwd", "/proc/1/environ",
                     os.path.expanduser("~/.privbench")]
-        return [path for path in targets if _readable(path)]
+        return [path for path in targets if _readable(path)] + _inherited_channels()
+
+
+def _inherited_channels() -> list[int]:
+    """Pipes and sockets this process holds beyond its own one socket to the harness (an executor's
+    result queue would let it plant a finished cell)."""
+    import stat
+    channels = []
+    for fd in range(3, 256):
+        try:
+            mode = os.fstat(fd).st_mode
+        except OSError:
+            continue
+        if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+            channels.append(fd)
+    return channels if len(channels) > 1 else []
 
 
 def _readable(path: str) -> bool:
