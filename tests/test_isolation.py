@@ -135,18 +135,18 @@ def test_a_peeking_fit_finds_nothing(cheated_run):
 
 
 def test_the_public_seed_rebuilds_nothing(tmp_path):
+    """The seed cheat predicts the private digit of each observed image from the split it rebuilt
+    from the public seed. Without the secret that split is the run's and it scores 1.0 (next test);
+    with it, the labels belong to other images: chance is 0.1 on ten classes (0.16 is the highest
+    seen here, on 80 test images), far from anything learned."""
     db = tmp_path / "seed.db"
-    tables = (f'[[attack]]\nname = "cheat-seed"\ndataset = "{DATASET}"\n'
-              '[[attack]]\nname = "cheat-seed"\ncheat = false\n')
+    tables = f'[[attack]]\nname = "cheat-seed"\ndataset = "{DATASET}"\n'
     config = matrix_config(tmp_path / "m.toml", [], timeout=120, defenses=("identity",), tables=tables)
     config.write_text(config.read_text().replace("attacks = []\n", ""))
     done = run_privbench(tmp_path, "matrix", "-c", str(config), "--db", f"sqlite:///{db}", "--quiet")
     cells = cells_of(db)
     assert done.returncode == 0, done.stderr[-2000:]
-    rebuilt = metrics(cells[("identity", "cheat-seed", True)])
-    majority = metrics(cells[("identity", "cheat-seed", False)])
-    assert rebuilt["attack.accuracy"] < 0.75  # without the secret the split is not the run's
-    assert rebuilt["attack.accuracy"] <= majority["attack.accuracy"] + 0.1
+    assert metrics(cells[("identity", "cheat-seed", True)])["attack.accuracy"] < 0.3
 
 
 def test_the_seed_cheat_is_real_without_a_secret():
