@@ -56,7 +56,6 @@ def preload_modules() -> list[str]:
     return ["torch", *LAZY_IMPORTS, *(name for name in HARNESS_MODULES if exists(name)), *plugins]
 
 
-worker_modules = preload_modules  # the name tests/test_scheduling.py imports
 
 
 def is_cuda(device: str) -> bool:

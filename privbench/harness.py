@@ -96,7 +96,7 @@ def failed_job(job: Job, error: BaseException, device: str) -> JobResult:
     settles no cell: its defense jobs meet the failure themselves and record it."""
     if job.stage == "scenario":
         return JobResult(job)
-    return JobResult(job, [outcome(c, "failed", device, **failure_fields(error)) for c in job.cells])
+    return settled(job, job.cells, error, device)
 
 
 def victim_index(labels: torch.Tensor, count: int) -> torch.Tensor:

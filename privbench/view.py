@@ -281,8 +281,3 @@ class EvalOnly(nn.Module):
 def frozen_copy(module: nn.Module) -> nn.Module:
     """A deep copy, frozen and kept in eval mode: the server as an attacker may hold it."""
     return EvalOnly(copy.deepcopy(module))
-
-
-def white_box_copy(module: nn.Module) -> nn.Module:
-    """A deep copy in eval mode, gradients on: a white-box attacker may differentiate through it."""
-    return copy.deepcopy(module).eval()

@@ -96,8 +96,8 @@ def test_bad_executor_settings_are_one_line_errors():
         make_executor("process", worker, workers=1)
 
 
-def test_a_worker_process_that_dies_fails_its_cells_and_the_run_goes_on(tmp_path):
-    """With --trust-plugins the attack runs in the worker, so its exit kills the worker."""
+def run_with_a_dying_attack(tmp_path, *, trust_plugins: bool):
+    """identity x (an attack whose process dies, a counting attack) with one worker process."""
     from plugins_for_tests import EdgeCasePlugins
 
     from privbench.plugins import load_registry
@@ -106,10 +106,14 @@ def test_a_worker_process_that_dies_fails_its_cells_and_the_run_goes_on(tmp_path
                           defenses=[("identity", {})],
                           attacks=[("kills-its-process", {}), ("counting", {})], seeds=[0])
     store = Store(f"sqlite:///{tmp_path / 'dies.db'}")
-    ctx = RunContext(cache=ArtifactCache(tmp_path / "cache"), secret=KIT_SECRET, trust_plugins=True)
-    runner = MatrixRunner(registry, store, ctx, executor="process", workers=1, threads=1)
-    report = runner.run(config)  # returns: the broken pool does not crash the run
-    statuses = {c.attack_spec: (c.status, c.reason) for c in store.cells()}
+    ctx = RunContext(cache=ArtifactCache(tmp_path / "cache"), secret=KIT_SECRET, trust_plugins=trust_plugins)
+    report = MatrixRunner(registry, store, ctx, executor="process", workers=1, threads=1).run(config)
+    return store, report, {c.attack_spec: (c.status, c.reason) for c in store.cells()}
+
+
+def test_a_worker_process_that_dies_fails_its_cells_and_the_run_goes_on(tmp_path):
+    """With --trust-plugins the attack runs in the worker, so its exit kills the worker."""
+    store, report, statuses = run_with_a_dying_attack(tmp_path, trust_plugins=True)  # the run returns
     assert set(statuses) == {"kills-its-process", "counting"}
     assert statuses["kills-its-process"][0] == "failed"
     assert "BrokenProcessPool" in statuses["kills-its-process"][1]
@@ -119,17 +123,7 @@ def test_a_worker_process_that_dies_fails_its_cells_and_the_run_goes_on(tmp_path
 
 def test_an_attack_process_that_dies_fails_its_cell_and_leaves_the_worker(tmp_path):
     """Isolated, the attack's own process dies: the worker, its pool and the other cell go on."""
-    from plugins_for_tests import EdgeCasePlugins
-
-    from privbench.plugins import load_registry
-    registry = load_registry(extra_plugins=[EdgeCasePlugins()])
-    config = MatrixConfig(datasets=[("digits", {"limit": 300, "target_epochs": 2})],
-                          defenses=[("identity", {})],
-                          attacks=[("kills-its-process", {}), ("counting", {})], seeds=[0])
-    store = Store(f"sqlite:///{tmp_path / 'dies.db'}")
-    ctx = RunContext(cache=ArtifactCache(tmp_path / "cache"), secret=KIT_SECRET)
-    report = MatrixRunner(registry, store, ctx, executor="process", workers=1, threads=1).run(config)
-    statuses = {c.attack_spec: (c.status, c.reason) for c in store.cells()}
+    _, report, statuses = run_with_a_dying_attack(tmp_path, trust_plugins=False)
     assert statuses["kills-its-process"] == (
         "failed", "attack 'kills-its-process': its process exited before it returned a result")
     assert statuses["counting"][0] == "done"

@@ -9,7 +9,7 @@ import pytest
 from privbench.artifacts import ArtifactCache
 from privbench.context import RunContext
 from privbench.executors import DispatchingExecutor
-from privbench.forkserver import process_context, worker_modules
+from privbench.forkserver import preload_modules, process_context
 from privbench.harness import Harness, WorkerSettings
 from privbench.schedule import Job, JobResult, MatrixConfig, first_jobs, next_jobs, plan, priority
 from privbench.testing import KIT_SECRET
@@ -104,7 +104,7 @@ def test_a_defense_job_fits_without_the_target_model_when_its_defense_does_not_n
 def test_process_workers_fork_from_a_server_that_imported_torch_and_every_plugin():
     assert process_context().get_start_method() == "forkserver"
     assert process_context("cuda:0").get_start_method() == "spawn"  # CUDA workers stay spawned
-    modules = worker_modules()
+    modules = preload_modules()
     assert {"torch", "torch._dynamo", "privbench.harness"} <= set(modules)
     assert {"privbench_plugins.noise", "privbench_plugins.dapter", "privbench_example"} <= set(modules)
 
