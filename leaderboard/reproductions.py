@@ -4,7 +4,9 @@ For every reproduction config (the shipped ones, ``privbench reproduce --list``,
 paths given) whose full plan (not ``--quick``) has at least one cell in the store, the rows are
 evaluated exactly as ``privbench reproduce`` evaluates them (``privbench.reproduce.evaluate`` on the
 stored outcomes, ``as_dicts`` for the table). A row whose cells are missing reads "no measured value"
-and does not hold, as on the command line. The PSNR-by-split figure follows He et al. 2019 (ACSAC,
+and does not hold, as on the command line. A row's ``reference`` (the authors' own code's number)
+stands beside the published value, its ``reference_source`` as the cell's tooltip and note; a
+reproduction without one has no such column. The PSNR-by-split figure follows He et al. 2019 (ACSAC,
 Table 3 / Figures 11-12): x is the split point (the defense), one colour per attacker, the published
 line dashed and the measured line solid.
 """
@@ -28,6 +30,7 @@ from privbench.reproduce import (
     measured_text,
     plan_cells,
     published_text,
+    reference_text,
     shipped,
 )
 from privbench.store import Cell
@@ -64,6 +67,11 @@ class ReproductionView:
     def count(self, holds: bool | None) -> int:
         return sum(row["holds"] is holds for row in self.rows)
 
+    @property
+    def has_reference(self) -> bool:
+        """Whether some row carries the authors' own code's number (the page then has its column)."""
+        return any(row["reference"] is not None for row in self.rows)
+
 
 def config_paths(extra: Iterable[str | Path] = ()) -> list[str]:
     """The shipped configs, then the extra ``.toml`` paths (tests, a user's own config)."""
@@ -99,10 +107,12 @@ def reproduction_views(cells: list[Cell], images: dict[int, list[tuple[str, str]
 
 
 def table_rows(results: list[RowResult]) -> list[dict[str, Any]]:
-    """``as_dicts`` with the published and measured columns as ``privbench reproduce`` prints them."""
+    """``as_dicts`` with the published, authors' code and measured columns as ``privbench reproduce``
+    prints them."""
     rows = as_dicts(results)
     for row, result in zip(rows, results, strict=True):
         row["published_text"] = published_text(result.row)
+        row["reference_text"] = reference_text(result.row)
         row["measured_text"] = measured_text(result)
     return rows
 

@@ -74,10 +74,13 @@ from torch import nn
 
 from privbench.api import (
     Defense,
+    MetricSpec,
     PrivbenchError,
     Protection,
+    apply,
     hookimpl,
     param,
+    ssim_per_image,
     train_server_on_encoded,
 )
 
@@ -315,7 +318,24 @@ class DisguisedNets(Defense):
                                                      f"d={encoder.out_dim}, N={self.noise:g})")
         return Protection(encoder=encoder.cpu(), server=server)
 
+    def evaluate(self, protection, data) -> dict[str, float]:
+        """``defense.keyed_ssim``: how much of the test images the key holder recovers, SSIM of
+        T^-1(T(x)) against x. It is the ceiling of a key-recovery attack: with noise before the
+        matrices, even the exact key gives back only X + Delta (see ``DisguiseEncoder.invert``)."""
+        disguised = apply(protection.encoder, data.images, data)
+        with torch.no_grad():
+            recovered = protection.encoder.cpu().invert(disguised).clamp(0, 1)
+        return {"defense.keyed_ssim": float(ssim_per_image(recovered, data.images).mean())}
+
 
 @hookimpl
 def register_defenses(register):
     register(DisguisedNets)
+
+
+@hookimpl
+def register_metrics(register):
+    register(MetricSpec("defense.keyed_ssim", "[-1, 1]", "none", "SSIM of the test images the key "
+                        "holder recovers from the disguised ones: the ceiling of key recovery",
+                        "torchmetrics SSIM of clip(T^-1(T(x)), 0, 1) against x, mean over the test "
+                        "images (as attack.ssim)", -1, 1))

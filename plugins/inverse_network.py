@@ -9,8 +9,10 @@ protected test image as g(z). Which images it queries is He et al.'s "attacker d
 - ``same-set``: "same set": the owner's own training images (their released decoder script trains
   on the target's training set); this needs ``owner-data`` access, a stronger assumption the cell
   records in its attack spec;
-- ``random``: "random images": Gaussian noise images with the aux images' pixel mean and standard
-  deviation, clipped to [0, 1] (the attacker knows nothing of the data distribution).
+- ``random``: "random images": "pure noise sampled from the standard Gaussian distribution (zero
+  mean, unit variance)" in the network's normalised input (He et al., Sec. 5), which is
+  x = 0.5 + 0.5 N(0, 1) in [0, 1] pixels, not clipped; the attacker knows nothing of the data, so
+  nothing is drawn from the aux images but their count (every setting makes as many queries).
 
 ``decoder``: ``mirror`` (default) is He et al.'s shape: transposed convolutions mirroring the client
 part, sized from the protected data's shape to the image's (``privbench.inversion.MirroredDecoder``:
@@ -45,6 +47,7 @@ from privbench.api import (
     Decoder,
     MirroredDecoder,
     apply,
+    from_normalised,
     hookimpl,
     param,
     train_decoder,
@@ -105,8 +108,12 @@ class InverseNetwork(Attack):
             return aux
         if self.data == "same-set":
             return view.owner_data()[0]
-        noise = torch.randn(aux.shape, generator=view.generator)
-        return (aux.mean() + aux.std() * noise).clamp(0, 1)
+        return random_images(len(aux), tuple(view.image_shape), view.generator)
+
+
+def random_images(count: int, image_shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """He et al.'s random attacker images: u ~ N(0, 1) in the normalised input, x = 0.5 + 0.5 u."""
+    return from_normalised(torch.randn((count, *image_shape), generator=generator))
 
 
 @hookimpl

@@ -9,10 +9,18 @@ against the observed z.
 
 ``shadow_arch``: ``same`` asks the view for a freshly initialised encoder of the defense's
 architecture (drawn from the attacker's own random stream: new weights, a new key, never the
-defender's); ``different`` uses a generic convolutional network (or a perceptron for vector
-outputs) with the same output shape, He et al.'s "different net" setting. Defaults follow the
-authors' code: shadow trained with Adam, lr 1e-3; rMLE 500 iterations, lr 0.1; the code's
-lambda_TV = 2 is for summed terms, our averaged TV uses ``tv_weight`` 1e-3 (see rmle).
+defender's); ``different`` is He et al.'s "different net" setting, a network of another
+architecture with the same output shape. Where the client is LeNet on a 28 x 28 grey image, it is
+the authors' Table 5 network (their ``net.py``): at conv1 (8 x 24 x 24) two 3 x 3 convolutions
+1 -> 8 -> 8 with no activation (``LeNetAlternativeconv1``); at ReLU2 (16 x 8 x 8) four 3 x 3
+convolutions 1 -> 8 -> 16, a 2 x 2 max-pool, 16 -> 16 -> 16 and a ReLU
+(``LeNetAlternativeReLU2Archi2``). For any other output shape it is a generic convolutional network
+(or a perceptron for vector outputs) of that shape. The attacker picks it from the shapes it sees.
+
+Defaults follow the authors' code: shadow trained with Adam, lr 1e-3; rMLE with their optimiser
+(``privbench.inversion``: Adam with amsgrad and eps 1e-3 on the normalised image), 500 iterations,
+lr 0.1, their lambda_TV = 2. Their TV and feature losses are means on [-1, 1] images, so lambda_TV
+= 2 is ``tv_weight`` 8 in privbench's [0, 1] pixel scale (see rmle).
 
 ``data``: the shadow trains on the attacker's aux images (default; He et al.'s "diff set") or on the
 owner's training images (``same-set``, their "same set"; needs ``owner-data`` access). The server
@@ -35,6 +43,7 @@ from torch import nn
 from privbench.api import (
     Attack,
     AttackOutput,
+    Normalize,
     accuracy,
     apply,
     hookimpl,
@@ -65,6 +74,28 @@ class GenericShadow(nn.Module):
         return self.net(x)
 
 
+LENET_IMAGE = (1, 28, 28)
+
+
+def lenet_alternative(z_shape: tuple[int, ...]) -> nn.Module | None:
+    """He et al.'s Table 5 "different net" for LeNet's conv1 or ReLU2 output on a 28 x 28 image
+    (their ``LeNetAlternativeconv1`` / ``LeNetAlternativeReLU2Archi2``), else None. Like theirs, it
+    sees the normalised image (mean 0.5, std 0.5), as LeNet does."""
+    if z_shape == (8, 24, 24):  # conv1: 28 -> 26 -> 24
+        return nn.Sequential(Normalize(), nn.Conv2d(1, 8, 3), nn.Conv2d(8, 8, 3))
+    if z_shape == (16, 8, 8):  # ReLU2: 28 -> 26 -> 24 -> pool 12 -> 10 -> 8
+        return nn.Sequential(Normalize(), nn.Conv2d(1, 8, 3), nn.Conv2d(8, 16, 3), nn.MaxPool2d(2, 2),
+                             nn.Conv2d(16, 16, 3), nn.Conv2d(16, 16, 3), nn.ReLU())
+    return None
+
+
+def different_net(image_shape: tuple[int, ...], z_shape: tuple[int, ...]) -> nn.Module:
+    """The "different net" shadow: the authors' Table 5 network where the shapes are LeNet's on
+    28 x 28 MNIST, else ``GenericShadow``."""
+    table5 = lenet_alternative(tuple(z_shape)) if tuple(image_shape) == LENET_IMAGE else None
+    return table5 if table5 is not None else GenericShadow(image_shape, z_shape)
+
+
 class ThroughFrozenServer(nn.Module):
     """f2(f1'(x)) with only the shadow f1' trainable (the view's server is frozen, in eval mode)."""
 
@@ -92,7 +123,8 @@ class Shadow(Attack):
     epochs: int = param(30, "shadow training epochs", minimum=1)
     iterations: int = param(500, "rMLE iterations (code: 500)", minimum=1)
     lr: float = param(0.1, "rMLE learning rate (code: 0.1)", minimum=0.0)
-    tv_weight: float = param(1e-3, "lambda_TV of the rMLE step", minimum=0.0)
+    tv_weight: float = param(8.0, "lambda_TV of the rMLE step in privbench's [0, 1] pixel scale "
+                                  "(authors: 2 on [-1, 1] images = 8 here)", minimum=0.0)
     images: int = param(100, "test images to invert, every class first (0: all)", minimum=0)
     data: str = param("aux", "the shadow's labelled training images: aux (He et al.'s different "
                              "set) or same-set (the owner's; needs owner-data access)",
@@ -133,7 +165,7 @@ class Shadow(Attack):
     def _untrained_shadow(self, view, z_shape) -> nn.Module:
         if self.shadow_arch == "same":
             return view.build_encoder()
-        return GenericShadow(view.image_shape, z_shape)
+        return different_net(tuple(view.image_shape), z_shape)
 
 
 @hookimpl

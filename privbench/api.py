@@ -36,9 +36,17 @@ from privbench.core import ACCESS, THREAT_MODELS, Artifact, Attack, AttackOutput
 from privbench.datasets import Dataset, DatasetSource, LabelTask, digit_task_labels
 from privbench.errors import NotApplicable, PrivbenchError
 from privbench.hookspecs import hookimpl
-from privbench.inversion import MirroredDecoder, invert, total_variation, train_decoder
-from privbench.metrics import MetricSpec, register_metric
-from privbench.models import Decoder, classifier, feature_classifier, mlp
+from privbench.inversion import (
+    OPTIMIZERS,
+    MirroredDecoder,
+    from_normalised,
+    invert,
+    total_variation,
+    train_decoder,
+    without_random_layers,
+)
+from privbench.metrics import MetricSpec, register_metric, ssim_per_image
+from privbench.models import Decoder, Normalize, classifier, feature_classifier, mlp
 from privbench.params import param
 from privbench.saliency import grad_cam, saliency_iou
 from privbench.splitting import (
@@ -75,6 +83,7 @@ __all__ = [
     "SplitEncoder", "THREAT_MODELS", "accuracy", "apply", "batches", "check_known_layer",
     "classifier", "digit_task_labels", "feature_classifier", "feature_size", "fit", "grad_cam",
     "hookimpl", "invert", "layer_names", "mlp", "param", "register_metric", "saliency_iou",
-    "split_model", "total_variation",
+    "split_model", "total_variation", "OPTIMIZERS", "from_normalised", "without_random_layers",
+    "Normalize", "ssim_per_image",
     "train_classifier", "train_decoder", "train_server_on_encoded",
 ]

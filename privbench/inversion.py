@@ -2,10 +2,24 @@
 (He et al.'s rMLE, also the last step of their query-free shadow attack) and decoder training (their
 inverse network).
 
-``invert`` solves x* = argmin_x ||f(x) - z||^2 / n + lambda_TV * TV_beta(x) with Adam from a
-constant gray start, clipping x to [0, 1] after every step (He et al., ACSAC 2019, Sec. 4, eq. 3,
-with Mahendran & Vedaldi's TV prior). ``train_decoder`` fits g(z) ~ x on (z, x) pairs with a pixel
-L2 loss (He et al., Sec. 5).
+``invert`` solves x* = argmin_x ||f(x) - z||^2 / n + lambda_TV * TV_beta(x) (He et al., ACSAC 2019,
+Sec. 4, eq. 3, with Mahendran & Vedaldi's TV prior) from a constant gray or a random start. Two
+optimisers (``optimizer``):
+
+- ``authors`` (default), as the authors' released code runs it (their ``inverse_whitebox_MNIST.py``):
+  Adam with ``amsgrad=True, eps=1e-3`` on the *normalised* image u = (x - 0.5) / 0.5 in [-1, 1],
+  starting from u = 0 (gray); u is not clipped while optimising, only the final x = 0.5 + 0.5 u is
+  clipped to [0, 1] (their ``save_image``). Adam's eps of 1e-3 is large next to the gradients of a
+  mean-squared feature loss, so it damps the steps: at MNIST conv1, 500 iterations at lr 1e-2 reach
+  about 17 dB this way, and the authors run 5,000.
+- ``adam``: privbench's earlier optimiser, Adam with torch's defaults (eps 1e-8, no amsgrad) on the
+  [0, 1] pixels, x clipped to [0, 1] after every step. It inverts a shallow split almost exactly
+  (about 100 dB at MNIST conv1 in 500 iterations): a stronger attacker than the paper's.
+
+The loss is the same under both: TV_beta is computed on x in [0, 1], where ``tv_weight`` is 4 times
+the authors' lambda_TV (differences in u are twice those in x; beta = 2); the encoder normalises
+its input itself, so the feature term does not change. ``train_decoder`` fits g(z) ~ x on (z, x)
+pairs with a pixel L2 loss (He et al., Sec. 5).
 """
 
 from __future__ import annotations
@@ -18,16 +32,18 @@ from torch import nn
 from privbench.training import fit
 
 GRAY = 0.5
+OPTIMIZERS = ("authors", "adam")
+AUTHORS_EPS = 1e-3  # He et al.'s Adam eps (their --eps default), with amsgrad
 
 
-def total_variation(x: torch.Tensor, beta: float) -> torch.Tensor:
-    """TV_beta(x): mean of ((dx)^2 + (dy)^2)^(beta/2) over pixels (last row/column dropped)."""
+def total_variation(x: torch.Tensor, beta: float, per_image: bool = False) -> torch.Tensor:
+    """TV_beta(x): mean of ((dx)^2 + (dy)^2)^(beta/2) over pixels (last row/column dropped); with
+    ``per_image``, one mean per image of the batch."""
     dx = x[..., :-1, 1:] - x[..., :-1, :-1]
     dy = x[..., 1:, :-1] - x[..., :-1, :-1]
     squared = dx.pow(2) + dy.pow(2)
-    if beta == 2:
-        return squared.mean()
-    return (squared + 1e-8).pow(beta / 2).mean()
+    terms = squared if beta == 2 else (squared + 1e-8).pow(beta / 2)
+    return terms.flatten(1).mean(1) if per_image else terms.mean()
 
 
 def starting_images(count: int, image_shape: tuple[int, ...], start: str,
@@ -41,28 +57,82 @@ def starting_images(count: int, image_shape: tuple[int, ...], start: str,
     raise ValueError(f"unknown start {start!r}; accepted: gray, random")
 
 
+def to_normalised(x: torch.Tensor) -> torch.Tensor:
+    """u = (x - 0.5) / 0.5: the authors' input normalisation (mean 0.5, std 0.5), [0, 1] -> [-1, 1]."""
+    return (x - GRAY) / 0.5
+
+
+def from_normalised(u: torch.Tensor) -> torch.Tensor:
+    """x = 0.5 + 0.5 u, the inverse of ``to_normalised``."""
+    return GRAY + 0.5 * u
+
+
+def per_image_loss(encoded: torch.Tensor, targets: torch.Tensor, x: torch.Tensor, tv_weight: float,
+                   beta: float) -> torch.Tensor:
+    """Eq. 3 for each image alone: mean squared feature error + tv_weight * TV_beta, one value per
+    image. ``invert`` minimises their sum, so each image's gradient is the one it would get inverted
+    by itself, as the authors invert one image at a time (Adam acts per pixel: a batch of images is
+    then the same as separate runs, whatever its size)."""
+    loss = (encoded - targets).pow(2).flatten(1).mean(1)
+    if tv_weight:
+        loss = loss + tv_weight * total_variation(x, beta, per_image=True)
+    return loss
+
+
+def inversion_optimizer(variable: torch.Tensor, lr: float, optimizer: str) -> torch.optim.Optimizer:
+    """The optimiser over the inverted image: the authors' Adam (amsgrad, eps 1e-3) or torch's."""
+    if optimizer == "authors":
+        return torch.optim.Adam([variable], lr=lr, eps=AUTHORS_EPS, amsgrad=True)
+    if optimizer == "adam":
+        return torch.optim.Adam([variable], lr=lr)
+    raise ValueError(f"unknown optimizer {optimizer!r}; accepted: {', '.join(OPTIMIZERS)}")
+
+
 def invert(encoder: nn.Module, targets: torch.Tensor, image_shape: tuple[int, ...], ctx, *,
            iterations: int, lr: float, tv_weight: float, beta: float, description: str,
-           start: str = "gray", generator: torch.Generator | None = None) -> torch.Tensor:
-    """x* = argmin ||encoder(x) - targets||^2 / n + tv_weight * TV_beta(x) (He et al., eq. 3),
-    from a gray or random start, with Adam; x is clipped to [0, 1] after every step."""
+           start: str = "gray", generator: torch.Generator | None = None,
+           optimizer: str = "authors") -> torch.Tensor:
+    """x* = argmin ||encoder(x) - targets||^2 / n + tv_weight * TV_beta(x) (He et al., eq. 3), for
+    each image as if inverted alone (``per_image_loss``).
+
+    ``authors``: Adam (amsgrad, eps 1e-3) on u = (x - 0.5) / 0.5, x clipped to [0, 1] only at the
+    end; ``adam``: torch's Adam on x, clipped to [0, 1] after every step (module docstring)."""
     encoder = copy.deepcopy(encoder).to(ctx.device).eval()  # the caller's module stays as it was
     for parameter in encoder.parameters():
         parameter.requires_grad_(False)
     targets = targets.to(ctx.device)
-    x = starting_images(len(targets), image_shape, start, generator).to(ctx.device).requires_grad_(True)
-    optimizer = torch.optim.Adam([x], lr=lr)
+    start_x = starting_images(len(targets), image_shape, start, generator).to(ctx.device)
+    normalised = optimizer == "authors"
+    variable = (to_normalised(start_x) if normalised else start_x).requires_grad_(True)
+    step = inversion_optimizer(variable, lr, optimizer)
     with ctx.progress.task(description, total=iterations) as advance:
         for _ in range(iterations):
-            optimizer.zero_grad(set_to_none=True)
-            mismatch = (encoder(x) - targets).pow(2).mean()
-            loss = mismatch + tv_weight * total_variation(x, beta) if tv_weight else mismatch
+            step.zero_grad(set_to_none=True)
+            x = from_normalised(variable) if normalised else variable
+            loss = per_image_loss(encoder(x), targets, x, tv_weight, beta).sum()
             loss.backward()
-            optimizer.step()
-            with torch.no_grad():
-                x.clamp_(0, 1)
+            step.step()
+            if not normalised:
+                with torch.no_grad():
+                    variable.clamp_(0, 1)
             advance()
-    return x.detach().cpu()
+    final = from_normalised(variable) if normalised else variable
+    return final.detach().clamp(0, 1).cpu()
+
+
+def without_random_layers(encoder: nn.Module) -> nn.Module:
+    """A copy of ``encoder`` whose random perturbations (modules with ``random_perturbation =
+    True``: feature noise or dropout, input noise) are the identity: the deterministic f1 that He et
+    al.'s white-box attacker inverts against a perturbed observation (their defense evaluation,
+    ``inverse_whitebox_MNIST_defense.py``, optimises through the clean f1)."""
+    if getattr(encoder, "random_perturbation", False):
+        return nn.Identity()
+    stripped = copy.deepcopy(encoder)
+    for name, module in list(stripped.named_modules()):
+        if name and getattr(module, "random_perturbation", False):
+            parent_name, _, child = name.rpartition(".")
+            setattr(stripped.get_submodule(parent_name) if parent_name else stripped, child, nn.Identity())
+    return stripped
 
 
 def train_decoder(decoder: nn.Module, protected: torch.Tensor, images: torch.Tensor, ctx, *,
@@ -77,40 +147,65 @@ def train_decoder(decoder: nn.Module, protected: torch.Tensor, images: torch.Ten
 class MirroredDecoder(nn.Module):
     """An inverse network shaped like He et al.'s: transposed convolutions that mirror the client
     part, from the protected data's shape back to the image's, so its size and cost scale with
-    what the client computed.
+    what the client computed. ``layout`` says which of the two constructions below ran.
 
-    He et al.'s MNIST decoders are one 5 x 5 layer for the conv1 split (8 -> 1 channels, 201
-    parameters) and two transposed convolutions for ReLU2 (16 -> 8 -> 1, 3,409 parameters). Here,
-    from z of c x h x w: while doubling the sides still leaves room for a last 5 x 5 layer, a
-    stride-2 transposed convolution halves the channels (undoing the client's pooling); then one
-    transposed convolution reaches the image's sides exactly and its channels (kernel d + 1 for a
-    side short by d >= 4, else a 5 x 5-like kernel with padding). On 28 x 28 MNIST this gives He et
-    al.'s parameter counts: 201 at conv1, 3,409 at ReLU2. ReLU between layers; no squashing at the
-    end (the scorer clamps to [0, 1]). A vector z first goes through a linear layer onto a coarse
-    map of a quarter of the image's side."""
+    ``he2019-lenet-relu2``: where z is LeNet's ReLU2 output on a 28 x 28 grey image (16 x 8 x 8),
+    the authors' own decoder (their ``LeNetDecoderReLU2``): ConvTranspose(16 -> 8, 5 x 5) -> ReLU
+    -> ConvTranspose(8 -> 1, 5 x 5, stride 2, output padding 1), 3,409 parameters.
+
+    ``mirror`` (every other shape): while doubling the sides still leaves room for a last 5 x 5
+    layer, a stride-2 transposed convolution halves the channels (undoing the client's pooling);
+    then one transposed convolution reaches the image's sides exactly and its channels (kernel
+    d + 1 for a side short by d >= 4, else a 5 x 5-like kernel with padding). At LeNet's conv1 on
+    28 x 28 MNIST this is one 5 x 5 transposed convolution 8 -> 1 (201 parameters), the same
+    function class as the authors' ``LeNetDecoderconv1`` (a 5 x 5 convolution with padding 4).
+    ReLU between layers; no squashing at the end (the scorer clamps to [0, 1]). A vector z first
+    goes through a linear layer onto a coarse map of a quarter of the image's side.
+
+    Targets: privbench's decoders are trained on [0, 1] pixels, the authors' on normalised [-1, 1]
+    ones. The two differ by an affine map the last layer's weights and bias absorb, but a squared
+    error on [0, 1] targets is a quarter of the same error on [-1, 1] targets, so its gradients are
+    smaller next to Adam's eps of 1e-3, which then damps the steps of a decoder this small: the
+    inverse-network attack trains it at lr 1e-2 instead of the authors' 1e-3
+    (``plugins/inverse_network.py`` gives the measurement)."""
 
     def __init__(self, z_shape: tuple[int, ...], image_shape: tuple[int, int, int]) -> None:
         super().__init__()
-        channels, height, width = image_shape
-        layers: list[nn.Module] = []
-        if len(z_shape) == 3:
-            c, h, w = z_shape
+        if tuple(z_shape) == HE_LENET_RELU2 and tuple(image_shape) == HE_LENET_IMAGE:
+            self.layout = "he2019-lenet-relu2"
+            self.body = nn.Sequential(nn.ConvTranspose2d(16, 8, 5), nn.ReLU(),
+                                      nn.ConvTranspose2d(8, 1, 5, stride=2, output_padding=1))
         else:
-            size = 1
-            for dim in z_shape:
-                size *= dim
-            c, h, w = max(channels, 16), max(1, height // 4), max(1, width // 4)
-            layers += [nn.Flatten(), nn.Linear(size, c * h * w), nn.ReLU(), nn.Unflatten(1, (c, h, w))]
-        while 2 * h <= height - 4 and 2 * w <= width - 4:
-            out = max(channels, c // 2)
-            layers += [nn.ConvTranspose2d(c, out, 4, stride=2, padding=1), nn.ReLU()]
-            c, h, w = out, 2 * h, 2 * w
-        (kh, ph), (kw, pw) = last_kernel(height - h), last_kernel(width - w)
-        layers.append(nn.ConvTranspose2d(c, channels, (kh, kw), padding=(ph, pw)))
-        self.body = nn.Sequential(*layers)
+            self.layout = "mirror"
+            self.body = nn.Sequential(*mirrored_layers(tuple(z_shape), tuple(image_shape)))
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.body(z)
+
+
+HE_LENET_IMAGE = (1, 28, 28)
+HE_LENET_RELU2 = (16, 8, 8)  # LeNet's ReLU2 output on a 28 x 28 image: conv(5) -> pool -> conv(5)
+
+
+def mirrored_layers(z_shape: tuple[int, ...], image_shape: tuple[int, int, int]) -> list[nn.Module]:
+    """The ``mirror`` construction of ``MirroredDecoder`` (its docstring)."""
+    channels, height, width = image_shape
+    layers: list[nn.Module] = []
+    if len(z_shape) == 3:
+        c, h, w = z_shape
+    else:
+        size = 1
+        for dim in z_shape:
+            size *= dim
+        c, h, w = max(channels, 16), max(1, height // 4), max(1, width // 4)
+        layers += [nn.Flatten(), nn.Linear(size, c * h * w), nn.ReLU(), nn.Unflatten(1, (c, h, w))]
+    while 2 * h <= height - 4 and 2 * w <= width - 4:
+        out = max(channels, c // 2)
+        layers += [nn.ConvTranspose2d(c, out, 4, stride=2, padding=1), nn.ReLU()]
+        c, h, w = out, 2 * h, 2 * w
+    (kh, ph), (kw, pw) = last_kernel(height - h), last_kernel(width - w)
+    layers.append(nn.ConvTranspose2d(c, channels, (kh, kw), padding=(ph, pw)))
+    return layers
 
 
 def last_kernel(short_by: int) -> tuple[int, int]:

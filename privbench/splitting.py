@@ -112,8 +112,11 @@ class FeaturePerturbation(nn.Module):
 
     eps ~ N(0, sigma^2) or Laplace(0, b) i.i.d. per feature (``noise`` = gaussian / laplace,
     ``scale`` = sigma / b); M ~ Bernoulli(1 - r) per feature with r = ``dropout``, no 1 / (1 - r)
-    rescaling (the paper's f(x) (*) M).
+    rescaling (the paper's f(x) (*) M). ``random_perturbation`` marks it for an attacker who knows
+    the mechanism and inverts the clean f1 (``privbench.inversion.without_random_layers``).
     """
+
+    random_perturbation = True
 
     def __init__(self, noise: str = "none", scale: float = 0.0, dropout: float = 0.0) -> None:
         super().__init__()

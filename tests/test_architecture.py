@@ -63,7 +63,9 @@ def test_core_and_view_do_not_import_each_other():
 # What a party's own process runs may not reach the harness, the orchestration or the store.
 HARNESS_SIDE = {"privbench.harness", "privbench.matrix", "privbench.executors", "privbench.store",
                 "privbench.scoring", "privbench.artifacts", "privbench.schedule", "privbench.cli",
-                "privbench.reproduce", "privbench.preflight", "privbench.context",
+                "privbench.reproduce", "privbench.reproduce.config", "privbench.reproduce.plan",
+                "privbench.reproduce.checks", "privbench.reproduce.table", "privbench.reproduce.running",
+                "privbench.preflight", "privbench.context",
                 "privbench.parties.host", "privbench.parties.launcher"}
 
 
@@ -138,3 +140,13 @@ def test_one_module_owns_the_plan_and_one_the_artifacts():
         assert "def first_jobs" not in source and "def priority" not in source, module
         assert "class ArtifactCache" not in source, module
     assert "torch.load(" not in (ROOT / "privbench" / "context.py").read_text()
+
+
+def test_every_package_is_in_the_distribution():
+    """pyproject's explicit package list names every package under privbench/, so a non-editable
+    install (pip install .) ships the parties and the reproductions too."""
+    import tomllib
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(init.parent.relative_to(root).parts) for init in (root / "privbench").rglob("__init__.py")}
+    assert found <= listed, sorted(found - listed)

@@ -80,6 +80,7 @@ def test_the_page_shows_published_beside_measured_with_the_command(site, toy_con
     for mean in stored_means(store, "attack.psnr").values():
         assert f"{mean:.4g} (n=1)" in html  # measured, as privbench reproduce prints it
     assert "toy table, identity column" in html and "2 of 2 planned cells in the store" in html
+    assert "authors' code</th>" not in html  # no row has a reference: no column for it
 
 
 def test_each_row_says_whether_it_holds(site):

@@ -74,7 +74,7 @@ def test_shipped_config_validates_against_the_registry(name, registry):
     assert repro.cost and repro.quick_cost and repro.paper
     for row in repro.rows:
         assert row.source.strip(), row.where
-        assert row.check in ("tolerance", "bounds", "order", "monotone", "compare", "spread")
+        assert row.check in ("tolerance", "bounds", "order", "monotone", "compare", "spread", "some")
         assert row.metric in METRICS, row.where
     validate(repro, registry)  # every spec, [quick] key and row setting, full and quick plans
     quick_cells = plan_cells(repro, registry, Selection(quick=True))

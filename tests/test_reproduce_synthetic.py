@@ -228,12 +228,14 @@ def ended_cleanly(result: Result) -> None:
     assert not crashed and result.exit_code in (0, 1), (result.exit_code, result.output)
 
 
-def table_rows(output: str) -> list[list[str]]:
-    """The 7 cells (setting, metric, published, check, measured, holds, source) of each body line
-    of the rich table."""
+def table_rows(output: str) -> list[dict[str, str]]:
+    """Each body line of the rich table by column name (setting, metric, published, authors' code
+    when a row has one, check, measured..., holds, source), the names read from its header line."""
+    header = next(line for line in output.splitlines() if line.startswith("┃"))
+    names = [cell.strip() for cell in header.split("┃")[1:-1]]
     rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in output.splitlines()
             if line.startswith("│")]
-    return [row for row in rows if len(row) == 7]
+    return [dict(zip(names, row, strict=True)) for row in rows if len(row) == len(names)]
 
 
 def test_quick_run_ends_with_0_or_1_not_bad_input_or_a_crash(run):
@@ -263,11 +265,11 @@ def test_table_names_each_checked_row_and_the_exit_status_agrees(run):
     assert f"{run.case.name}: published vs measured (--quick" in run.table.output
     lines = table_rows(run.table.output)
     for row in checked:
-        shown = [line for line in lines if line[:2] == [row["setting"], row["metric"]]
-                 and line[6] == row["source"]]
+        shown = [line for line in lines if (line["setting"], line["metric"], line["source"])
+                 == (row["setting"], row["metric"], row["source"])]
         assert len(shown) == 1, (row["setting"], row["metric"], row["source"], run.table.output)
-        assert shown[0][5] == ("yes" if row["holds"] else "NO")
-    says_no = any(line[5] == "NO" for line in lines)
+        assert shown[0]["holds"] == ("yes" if row["holds"] else "NO")
+    says_no = any(line["holds"] == "NO" for line in lines)
     assert run.table.exit_code == (1 if says_no else 0), run.table.output
     holding = sum(row["holds"] is True for row in checked)
     assert f"{holding} of {len(checked)} checked rows hold" in run.table.output
