@@ -12,6 +12,13 @@ Everything here is plain data computed from the store's cells; the templates onl
 - A defense is **incomplete** when one of its cells failed, or an attack of the page has no cell for
   one of its seeds (not-applicable cells count as present): it is shown with the reasons and ranked
   below every complete defense, so a crash never reads as a defense the attack failed to break.
+- The **utility budget**: a defense whose ``utility.drop`` (mean over seeds) exceeds the page's
+  budget (default 0.05, five points of accuracy; ``privbench leaderboard --utility-budget``), or that
+  reports none, is ranked below every complete defense within it, marked, and ranked among the others
+  over it. A defense that breaks the service is trivially private (one that sends zeros leaks
+  nothing), so it must not win: the ranking answers "the most private protection at an acceptable
+  cost". We chose a budget over Pareto layers because a reader can check it in one column and set it
+  to their own tolerance; the privacy-utility plot shows the whole front.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from privbench.store import Cell, Run
 
 THREAT_MODELS = ("white-box", "black-box", "query-free", "known-plaintext")
 SCORE = "privacy.score"
+DEFAULT_UTILITY_BUDGET = 0.05  # utility.drop a ranked defense may cost: five points of accuracy
 
 
 def unit(metric: str) -> str:
@@ -160,6 +168,7 @@ class DefenseRow:
     threat_models: list[str] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
     rank: int = 0
+    utility_budget: float = DEFAULT_UTILITY_BUDGET
 
     def values_by_seed(self, metric: str) -> dict[int, list[float]]:
         """Every done cell's value of ``metric``, grouped by seed (cells without it are left out)."""
@@ -245,11 +254,26 @@ class DefenseRow:
     def attacks_applicable(self) -> int:
         return sum(1 for g in self.groups.values() if g.status != "not-applicable")
 
+    @property
+    def within_budget(self) -> bool:
+        """Whether its utility.drop (mean over seeds) is known and at most the page's budget."""
+        drop = self.stat("utility.drop")
+        return drop is not None and drop.mean <= self.utility_budget + 1e-12
+
+    @property
+    def budget_text(self) -> str:
+        """Why a defense is ranked below the budget line, for its mark."""
+        drop = self.stat("utility.drop")
+        if drop is None:
+            return "no utility.drop measured: ranked below the defenses within the utility budget"
+        return (f"utility.drop {drop.mean:.3f} is over the budget of {self.utility_budget:g}: ranked below "
+                "the defenses within it")
+
     def sort_key(self) -> tuple:
-        """Complete defenses first; then by the headline (higher first, none last), ties by
-        utility.accuracy, then by name."""
+        """Complete defenses first; among them those within the utility budget; then by the headline
+        (higher first, none last), ties by utility.accuracy, then by name."""
         score, utility = self.headline, self.stat("utility.accuracy")
-        return (not self.complete, score is None, -(score.mean if score else 0),
+        return (not self.complete, not self.within_budget, score is None, -(score.mean if score else 0),
                 -(utility.mean if utility else 0), self.spec)
 
 
@@ -286,6 +310,12 @@ class DatasetPage:
     runs: dict[int, Run]
     images: dict[int, list[tuple[str, str]]] = field(default_factory=dict)  # cell id: [(name, path)]
     plots: list = field(default_factory=list)
+    utility_budget: float = DEFAULT_UTILITY_BUDGET
+
+    @property
+    def over_budget(self) -> int:
+        """How many complete defenses are ranked below the budget line."""
+        return sum(1 for row in self.rows if row.complete and not row.within_budget)
 
     @property
     def seeds(self) -> list[int]:
@@ -305,9 +335,11 @@ class DatasetPage:
 
     @property
     def leader(self) -> DefenseRow | None:
-        """The top-ranked defense when it is complete and has a headline score."""
+        """The top-ranked defense when it is complete, within the utility budget and has a headline
+        score."""
         top = self.rows[0] if self.rows else None
-        return top if top is not None and top.complete and top.headline is not None else None
+        ok = top is not None and top.complete and top.within_budget and top.headline is not None
+        return top if ok else None
 
     def threat_groups(self) -> list[tuple[str, int]]:
         """(threat model, number of attack columns) in column order, for the grouped header."""
@@ -374,15 +406,18 @@ def attack_columns(cells: list[Cell]) -> list[AttackColumn]:
 
 
 def defense_rows(cells: list[Cell], attacks: list[AttackColumn],
-                 claims: Mapping[str, frozenset[str]] | None = None) -> list[DefenseRow]:
+                 claims: Mapping[str, frozenset[str]] | None = None,
+                 utility_budget: float = DEFAULT_UTILITY_BUDGET) -> list[DefenseRow]:
     """One row per defense spec, ranked, each with its (defense, attack) groups, its claims (looked up
-    by defense name in ``claims``; None when absent) and the reasons it is incomplete."""
+    by defense name in ``claims``; None when absent), the reasons it is incomplete and the page's
+    utility budget."""
     by_attack = {a.spec: a for a in attacks}
     threat_models = unique(a.threat_model for a in attacks)
     rows: dict[str, DefenseRow] = {}
     for cell in cells:
         row = rows.setdefault(cell.defense_spec, DefenseRow(
-            cell.defense_spec, cell.defense, {}, (claims or {}).get(cell.defense), threat_models))
+            cell.defense_spec, cell.defense, {}, (claims or {}).get(cell.defense), threat_models,
+            utility_budget=utility_budget))
         group = row.groups.setdefault(cell.attack_spec, Group("", cell.defense_spec, by_attack[cell.attack_spec], []))
         group.cells.append(cell)
     for row in rows.values():
@@ -408,9 +443,11 @@ def page_filenames(specs: list[str]) -> dict[str, str]:
 
 
 def dataset_pages(cells: list[Cell], runs: dict[int, Run],
-                  claims: Mapping[str, frozenset[str]] | None = None) -> list[DatasetPage]:
+                  claims: Mapping[str, frozenset[str]] | None = None,
+                  utility_budget: float = DEFAULT_UTILITY_BUDGET) -> list[DatasetPage]:
     """One page per dataset spec, in the store's order; ``claims`` maps a defense name to the threat
-    models it claims (``Defense.claims``); a defense missing from it has unknown claims."""
+    models it claims (``Defense.claims``); a defense missing from it has unknown claims. Defenses over
+    ``utility_budget`` (utility.drop) rank below those within it."""
     by_dataset: dict[str, list[Cell]] = {}
     for cell in cells:
         by_dataset.setdefault(cell.dataset_spec, []).append(cell)
@@ -418,6 +455,7 @@ def dataset_pages(cells: list[Cell], runs: dict[int, Run],
     pages = []
     for spec, members in by_dataset.items():
         attacks = attack_columns(members)
-        rows = defense_rows(members, attacks, claims)
-        pages.append(DatasetPage(spec, filenames[spec], attacks, rows, members, runs))
+        rows = defense_rows(members, attacks, claims, utility_budget)
+        pages.append(DatasetPage(spec, filenames[spec], attacks, rows, members, runs,
+                                 utility_budget=utility_budget))
     return pages

@@ -19,7 +19,7 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from markupsafe import Markup, escape
 from sqlalchemy import select
 
-from leaderboard.model import DatasetPage, dataset_pages, fmt, unit
+from leaderboard.model import DEFAULT_UTILITY_BUDGET, DatasetPage, dataset_pages, fmt, unit
 from leaderboard.plot import page_plots
 from leaderboard.reproductions import FILENAME as REPRODUCTIONS_PAGE
 from leaderboard.reproductions import ReproductionView, reproduction_views
@@ -110,12 +110,13 @@ def installed_claims() -> dict[str, frozenset[str]]:
     return {item.name: frozenset(item.cls.claims) for item in load_registry().all("defense")}
 
 
-def build(store: Store, out: Path, claims: Mapping[str, frozenset[str]] | None = None) -> list[DatasetPage]:
+def build(store: Store, out: Path, claims: Mapping[str, frozenset[str]] | None = None,
+          utility_budget: float = DEFAULT_UTILITY_BUDGET) -> list[DatasetPage]:
     """Read the store, write the images and return the pages with their plots."""
     cells = store.cells()
     runs = {run.id: run for run in store.runs()}
     images = write_images(store, cells, out / "img")
-    pages = dataset_pages(cells, runs, installed_claims() if claims is None else claims)
+    pages = dataset_pages(cells, runs, installed_claims() if claims is None else claims, utility_budget)
     for page in pages:
         page.images = {c.id: images[c.id] for c in page.cells if c.id in images}
         page.plots = page_plots(page)
@@ -123,17 +124,19 @@ def build(store: Store, out: Path, claims: Mapping[str, frozenset[str]] | None =
 
 
 def render_site(store: Store, out_dir: str | Path, claims: Mapping[str, frozenset[str]] | None = None,
-                reproductions: Iterable[str | Path] = ()) -> Path:
+                reproductions: Iterable[str | Path] = (),
+                utility_budget: float = DEFAULT_UTILITY_BUDGET) -> Path:
     """Render the leaderboard of everything in ``store`` into ``out_dir``; return its ``index.html``.
 
     ``claims`` maps a defense name to the threat models it claims; by default each installed
     defense's ``Defense.claims``. ``reproductions`` adds reproduction config paths to the shipped ones
-    for ``reproductions.html`` (written only when one of them has a cell in the store). Files are
+    for ``reproductions.html`` (written only when one of them has a cell in the store).
+    ``utility_budget`` is the utility.drop past which a defense ranks below the others. Files are
     overwritten in place; nothing else in ``out_dir`` is removed but a stale ``reproductions.html``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shutil.copytree(STATIC, out / "static", dirs_exist_ok=True)
-    pages = build(store, out, claims)
+    pages = build(store, out, claims, utility_budget)
     env, site = environment(), site_info()
     for page in pages:
         html = env.get_template("dataset.html").render(page=page, pages=pages, site=site)

@@ -65,6 +65,7 @@ from privbench.api import (
     OPTIMIZERS,
     invert,
     param,
+    tv_size_factor,
     without_random_layers,
 )
 
@@ -72,7 +73,6 @@ from privbench.api import (
 # settings by split depth (paper Sec. 4.3 and their released code).
 DEPTH_SETTINGS = ((6, 1e3, 1e-3, 5000), (4, 10.0, 1e-3, 5000), (2, 1.0, 1e-3, 5000), (0, 0.0, 1e-2, 500))
 PIXEL_SCALE = 4.0  # TV on [-1, 1] images is 4x TV on [0, 1] images (beta = 2)
-AUTHORS_SIDE = 28  # the image side the authors' lambda_TV values were tuned on (MNIST; CIFAR: 32)
 
 
 def weight_layers(encoder: nn.Module) -> int:
@@ -88,13 +88,6 @@ def depth_setting(encoder: nn.Module, image_like: bool) -> tuple[float, float, i
         if depth >= least:
             return PIXEL_SCALE * tv, lr, iterations
     raise AssertionError("DEPTH_SETTINGS covers every depth")
-
-
-def size_factor(image_shape: tuple[int, ...]) -> float:
-    """(s / 28)^2 for an image of smaller side s < 28, else 1: how much larger the TV of the same
-    content is at 28 x 28 than at s x s, inverted (module docstring)."""
-    side = min(image_shape[-2:])
-    return min(1.0, (side / AUTHORS_SIDE) ** 2)
 
 
 @dataclass
@@ -143,7 +136,7 @@ class RegularizedMLE(Attack):
                  image_shape: tuple[int, ...]) -> tuple[float, float, int]:
         """(tv_weight, lr, iterations): the authors' for this depth and image size, unless given."""
         tv, lr, iterations = depth_setting(encoder, image_like)
-        tv_weight = tv * size_factor(image_shape) if self.tv_weight == "auto" else float(self.tv_weight)
+        tv_weight = tv * tv_size_factor(image_shape) if self.tv_weight == "auto" else float(self.tv_weight)
         return tv_weight, self.lr or lr, self.iterations or iterations
 
     def run(self, view) -> AttackOutput:

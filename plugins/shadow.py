@@ -20,7 +20,9 @@ convolutions 1 -> 8 -> 16, a 2 x 2 max-pool, 16 -> 16 -> 16 and a ReLU
 Defaults follow the authors' code: shadow trained with Adam, lr 1e-3; rMLE with their optimiser
 (``privbench.inversion``: Adam with amsgrad and eps 1e-3 on the normalised image), 500 iterations,
 lr 0.1, their lambda_TV = 2. Their TV and feature losses are means on [-1, 1] images, so lambda_TV
-= 2 is ``tv_weight`` 8 in privbench's [0, 1] pixel scale (see rmle).
+= 2 is ``tv_weight`` 8 in privbench's [0, 1] pixel scale (see rmle); ``tv_weight=auto`` (default) is
+that 8, scaled like rmle's to images smaller than 28 x 28 (times (s / 28)^2), and 0 when the
+protected data is shaped like the image (noise, disguising), where rmle uses no prior either.
 
 ``data``: the shadow trains on the attacker's aux images (default; He et al.'s "diff set") or on the
 owner's training images (``same-set``, their "same set"; needs ``owner-data`` access). The server
@@ -44,12 +46,14 @@ from privbench.api import (
     Attack,
     AttackOutput,
     Normalize,
+    PrivbenchError,
     accuracy,
     apply,
     hookimpl,
     invert,
     param,
     train_classifier,
+    tv_size_factor,
 )
 
 
@@ -75,6 +79,7 @@ class GenericShadow(nn.Module):
 
 
 LENET_IMAGE = (1, 28, 28)
+AUTHORS_TV_WEIGHT = 8.0  # their lambda_TV = 2 on [-1, 1] images, in privbench's [0, 1] pixel scale
 
 
 def lenet_alternative(z_shape: tuple[int, ...]) -> nn.Module | None:
@@ -123,12 +128,32 @@ class Shadow(Attack):
     epochs: int = param(30, "shadow training epochs", minimum=1)
     iterations: int = param(500, "rMLE iterations (code: 500)", minimum=1)
     lr: float = param(0.1, "rMLE learning rate (code: 0.1)", minimum=0.0)
-    tv_weight: float = param(8.0, "lambda_TV of the rMLE step in privbench's [0, 1] pixel scale "
-                                  "(authors: 2 on [-1, 1] images = 8 here)", minimum=0.0)
+    tv_weight: str = param("auto", "lambda_TV of the rMLE step in privbench's [0, 1] pixel scale, "
+                                   "or auto: the authors' 2 on [-1, 1] images = 8 here, scaled to "
+                                   "the image size, 0 for image-shaped outputs")
     images: int = param(100, "test images to invert, every class first (0: all)", minimum=0)
     data: str = param("aux", "the shadow's labelled training images: aux (He et al.'s different "
                              "set) or same-set (the owner's; needs owner-data access)",
                       choices=("aux", "same-set"))
+
+    def __post_init__(self) -> None:
+        if self.tv_weight != "auto":
+            try:
+                value = float(self.tv_weight)
+            except ValueError:
+                value = -1.0
+            if not value >= 0 or value == float("inf"):
+                raise PrivbenchError(f"attack 'shadow': bad value {self.tv_weight!r} for parameter "
+                                     "'tv_weight'; accepted: auto or a number >= 0")
+
+    def tv_setting(self, image_shape: tuple[int, ...], z_shape: tuple[int, ...]) -> float:
+        """``tv_weight``, or under auto the authors' lambda_TV = 2 (8 in pixel scale) scaled to the
+        image size; 0 when the protected data is shaped like the image, as rmle does."""
+        if self.tv_weight != "auto":
+            return float(self.tv_weight)
+        if tuple(z_shape) == tuple(image_shape):
+            return 0.0
+        return AUTHORS_TV_WEIGHT * tv_size_factor(image_shape)
 
     def granted_needs(self) -> frozenset[str]:
         """``different`` builds its own network: it needs the server, not the architecture;
@@ -156,7 +181,8 @@ class Shadow(Attack):
                              description=f"shadow: {self.shadow_arch} encoder through the frozen server")
         shadow.eval()
         reconstructed = invert(shadow, view.observed, view.image_shape, view, iterations=self.iterations,
-                               lr=self.lr, tv_weight=self.tv_weight, beta=2.0,
+                               lr=self.lr, tv_weight=self.tv_setting(tuple(view.image_shape), z_shape),
+                               beta=2.0,
                                description="shadow: inverting the shadow encoder")
         shadow_accuracy = accuracy(apply(through, images, view), labels)
         return AttackOutput(reconstruction=reconstructed,

@@ -8,6 +8,7 @@ import dataclasses
 import io
 import json
 import signal
+import shlex
 import sys
 import threading
 
@@ -266,6 +267,11 @@ def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, lea
                   f"{len(report.outcomes)} run in {report.wall_s:.1f} s; results in {store.display_url}")
     if leaderboard_dir:  # rendered before the exit status, so failed cells show on the page too
         _render_leaderboard(store, leaderboard_dir)
+    else:
+        db_option = "" if db == "privbench.db" else f" --db {shlex.quote(db)}"
+        console.print(f"leaderboard: privbench leaderboard{db_option} -o site   (writes "
+                      f"{Path('site', 'index.html').resolve()}; or add --leaderboard DIR to this command)",
+                      soft_wrap=True)
     if report.failures:
         for outcome in report.failures:
             click.echo(f"failed: {outcome.dataset_spec} · {outcome.defense_spec} · "
@@ -320,9 +326,10 @@ def _preflight(registry, config, ctx, device: str, db: str, timeline: str | None
     return ctx, checked
 
 
-def _render_leaderboard(store, out_dir: str) -> None:
-    from leaderboard import render_site
-    index = render_site(store, out_dir)
+def _render_leaderboard(store, out_dir: str, utility_budget: float | None = None) -> None:
+    from leaderboard import DEFAULT_UTILITY_BUDGET, render_site
+    budget = DEFAULT_UTILITY_BUDGET if utility_budget is None else utility_budget
+    index = render_site(store, out_dir, utility_budget=budget)
     click.echo(f"leaderboard: {index} (open it in a browser; it needs no network)")
 
 
@@ -331,10 +338,13 @@ def _render_leaderboard(store, out_dir: str) -> None:
               help="SQLAlchemy URL or SQLite path of the store to render.")
 @click.option("-o", "--output", "out_dir", default="site", show_default=True,
               type=click.Path(file_okay=False), help="Folder the static site is written to.")
-def leaderboard(db: str, out_dir: str) -> None:
+@click.option("--utility-budget", type=click.FloatRange(0, 1), default=0.05, show_default=True,
+              help="utility.drop a defense may cost and still be ranked among the first; defenses "
+                   "over it are ranked below, marked.")
+def leaderboard(db: str, out_dir: str, utility_budget: float) -> None:
     """Render the static HTML leaderboard (one page per dataset, an index) from the store."""
     from privbench.store import existing_store
-    _render_leaderboard(existing_store(db), out_dir)
+    _render_leaderboard(existing_store(db), out_dir, utility_budget)
 
 
 def _print_table(console, rows: list[dict],

@@ -32,6 +32,7 @@ from torch import nn
 from privbench.training import fit
 
 GRAY = 0.5
+AUTHORS_SIDE = 28  # the image side He et al.'s lambda_TV values were tuned on (MNIST; CIFAR: 32)
 OPTIMIZERS = ("authors", "adam")
 AUTHORS_EPS = 1e-3  # He et al.'s Adam eps (their --eps default), with amsgrad
 
@@ -44,6 +45,15 @@ def total_variation(x: torch.Tensor, beta: float, per_image: bool = False) -> to
     squared = dx.pow(2) + dy.pow(2)
     terms = squared if beta == 2 else (squared + 1e-8).pow(beta / 2)
     return terms.flatten(1).mean(1) if per_image else terms.mean()
+
+
+def tv_size_factor(image_shape: tuple[int, ...]) -> float:
+    """(s / 28)^2 for an image of smaller side s < 28, else 1: the factor that carries He et al.'s
+    lambda_TV (tuned at 28 x 28 and 32 x 32) to a smaller image. The same content at side s has
+    neighbour differences 28 / s times as large, so its TV is (28 / s)^2 times larger; scaling
+    lambda_TV down by as much keeps the prior's weight against the feature term."""
+    side = min(image_shape[-2:])
+    return min(1.0, (side / AUTHORS_SIDE) ** 2)
 
 
 def starting_images(count: int, image_shape: tuple[int, ...], start: str,

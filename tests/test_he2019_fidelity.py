@@ -16,13 +16,14 @@ from privbench.inversion import (
     inversion_optimizer,
     invert,
     total_variation,
+    tv_size_factor,
     without_random_layers,
 )
 from privbench.progress import SilentProgress
 from privbench.splitting import FeaturePerturbation, SplitEncoder
 from privbench_plugins.inverse_network import InverseNetwork
 from privbench_plugins.noise import NoisyInput
-from privbench_plugins.rmle import RegularizedMLE, size_factor
+from privbench_plugins.rmle import RegularizedMLE
 from privbench_plugins.shadow import GenericShadow, Shadow, different_net
 
 CTX = SimpleNamespace(device=torch.device("cpu"), progress=SilentProgress())
@@ -93,7 +94,7 @@ def test_rmle_defaults_are_the_authors_optimiser_and_the_scaled_tv_prior():
     assert attack.settings(encoder, False, (1, 28, 28))[0] == pytest.approx(4.0)  # lambda_TV 1 at 28 x 28
     assert attack.settings(encoder, False, (3, 32, 32))[0] == pytest.approx(4.0)
     assert attack.settings(encoder, False, (1, 8, 8))[0] == pytest.approx(4.0 * (8 / 28) ** 2)
-    assert size_factor((1, 14, 20)) == pytest.approx(0.25)
+    assert tv_size_factor((1, 14, 20)) == pytest.approx(0.25)
     assert RegularizedMLE.from_params({"tv_weight": "0.5"}).settings(encoder, False, (1, 8, 8))[0] == 0.5
 
 
@@ -118,7 +119,11 @@ def test_random_attacker_images_are_the_papers_noise_and_ignore_the_aux_images()
 # --- shadow ----------------------------------------------------------------------------------------
 
 def test_shadow_tv_weight_is_the_authors_2_in_pixel_scale():
-    assert Shadow.from_params({}).tv_weight == 8.0
+    shadow = Shadow.from_params({})
+    assert shadow.tv_setting((1, 28, 28), (16, 8, 8)) == 8.0  # lambda_TV 2 on [-1, 1] images
+    assert shadow.tv_setting((1, 8, 8), (16, 1, 1)) == pytest.approx(8.0 * (8 / 28) ** 2)
+    assert shadow.tv_setting((1, 8, 8), (1, 8, 8)) == 0.0  # image-shaped output: no prior, as rmle
+    assert Shadow.from_params({"tv_weight": "2.5"}).tv_setting((1, 28, 28), (1, 28, 28)) == 2.5
 
 
 def conv_shapes(module: nn.Module) -> list[tuple[int, ...]]:

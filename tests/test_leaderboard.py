@@ -117,7 +117,11 @@ def test_ranking_ranks_by_the_headline_worst_case(store, digits_html):
         assert row.headline.n == 2 and row.attacks_scored == 2 and row.attacks_applicable == 2
         assert row.complete and row.headline_over == ["black-box"]
     ranked = [row.spec for row in page.rows]
-    assert ranked == sorted(expected, key=lambda d: -sum(expected[d]))
+    drops: dict[str, list[float]] = {}
+    for cell in cells:
+        drops.setdefault(cell.defense_spec, []).extend(m.value for m in cell.metrics if m.name == "utility.drop")
+    over = {d: sum(v) / len(v) > 0.05 for d, v in drops.items()}  # the default utility budget
+    assert ranked == sorted(expected, key=lambda d: (over[d], -sum(expected[d])))
     shown = re.findall(r'data-col="defense" data-value="([^"]+)"', digits_html)
     assert shown == ranked and set(shown) == {"identity", "noise:scale=0.5", "noise:scale=2.0"}
 
@@ -265,10 +269,10 @@ def _store(tmp_path: Path, outcomes: list[CellOutcome]) -> Store:
 
 
 def _scored(defense: str, attack: str, scores: tuple[float, ...], threat_model: str = "black-box",
-            accuracy: float = 0.9) -> list[CellOutcome]:
+            accuracy: float = 0.9, drop: float = 0.0) -> list[CellOutcome]:
     """One done cell per seed (0, 1, ...) with the given privacy.score."""
     return [_outcome(f"{defense}/{attack}/{seed}", defense, attack, seed, threat_model=threat_model,
-                     **{"privacy.score": score, "utility.accuracy": accuracy})
+                     **{"privacy.score": score, "utility.accuracy": accuracy, "utility.drop": drop})
             for seed, score in enumerate(scores)]
 
 
@@ -427,3 +431,44 @@ def test_matrix_renders_the_leaderboard_at_the_end(store, tmp_path):
     assert result.exit_code == 0, result.output
     assert "1 already finished" in result.output  # nothing reran
     assert (tmp_path / "out" / "digits-limit-500-target_epochs-5.html").is_file()
+
+
+def test_a_defense_that_breaks_the_service_ranks_below_the_utility_budget(tmp_path):
+    """A defense that sends zeros leaks nothing (privacy.score 1) and serves nothing (accuracy at
+    chance): it must not rank first. Within the default budget (0.05) the honest defenses rank by
+    their headline; the zero defense is ranked below them, marked, and the page says why."""
+    store = _store(tmp_path, [
+        *_scored("zeros", "inv", (1.0, 1.0), accuracy=0.5, drop=0.45),
+        *_scored("blur", "inv", (0.6, 0.6), accuracy=0.88, drop=0.06),
+        *_scored("noise", "inv", (0.3, 0.3), accuracy=0.91, drop=0.03),
+        *_scored("identity", "inv", (0.0, 0.0), accuracy=0.94, drop=0.0)])
+    page = dataset_pages(store.cells(), {}, {})[0]
+    assert [row.spec for row in page.rows] == ["noise", "identity", "zeros", "blur"]
+    assert [row.within_budget for row in page.rows] == [True, True, False, False]
+    assert page.leader.spec == "noise" and page.over_budget == 2
+    loose = dataset_pages(store.cells(), {}, {}, utility_budget=0.5)[0]
+    assert [row.spec for row in loose.rows] == ["zeros", "blur", "noise", "identity"]
+    html = render_site(store, tmp_path / "site", claims={}).with_name("digits.html").read_text()
+    ranking = html.split('id="ranking-table"')[1].split("</table>")[0]
+    assert re.findall(r'data-col="defense" data-value="([^"]+)"', ranking) == ["noise", "identity", "zeros", "blur"]
+    assert ranking.count('<tr class="over-budget">') == 2
+    assert "utility.drop 0.450 is over the budget of 0.05" in ranking
+    assert '<strong id="utility-budget">0.05</strong>' in html and "(2 here)" in html
+    index = render_site(store, tmp_path / "site2", claims={}, utility_budget=0.5).with_name("digits.html")
+    assert '<strong id="utility-budget">0.5</strong>' in index.read_text()
+
+
+def test_the_leaderboard_command_takes_a_utility_budget(tmp_path):
+    from click.testing import CliRunner
+
+    from privbench.cli import main
+    store = _store(tmp_path, [*_scored("zeros", "inv", (1.0,), accuracy=0.5, drop=0.45),
+                              *_scored("identity", "inv", (0.0,), accuracy=0.94)])
+    url = store.display_url
+    result = CliRunner().invoke(main, ["leaderboard", "--db", str(tmp_path / "s.db"), "-o",
+                                       str(tmp_path / "site"), "--utility-budget", "0.1"])
+    assert result.exit_code == 0, result.output
+    html = (tmp_path / "site" / "digits.html").read_text()
+    assert '<strong id="utility-budget">0.1</strong>' in html and url
+    bad = CliRunner().invoke(main, ["leaderboard", "--db", str(tmp_path / "s.db"), "--utility-budget", "2"])
+    assert bad.exit_code == 2 and "utility-budget" in bad.output

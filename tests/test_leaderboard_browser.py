@@ -223,3 +223,40 @@ def test_dataset_page_in_a_real_browser(site, browser, tmp_path):
                      "(document.getElementById('plot-choice'))")
     assert browser.evaluate(shown) == ["p1"]
     assert browser.console_errors() == []
+
+
+def test_ranking_states_its_utility_budget_and_marks_the_defenses_over_it(site, browser):
+    """The page says the rule it ranks by, and every defense over the budget is marked and below
+    every one within it."""
+    browser.open(dataset_page(site).as_uri())
+    budget = browser.evaluate("(e => [e.textContent, e.getBoundingClientRect().width, "
+                              "getComputedStyle(e).visibility])(document.getElementById('utility-budget'))")
+    assert budget[0] == "0.05" and budget[1] > 0 and budget[2] == "visible"
+    rows = browser.evaluate("[...document.querySelectorAll('#ranking-table tbody tr')].map(r => "
+                            "[r.classList.contains('over-budget'), !!r.querySelector('.over-budget-mark')])")
+    marked = [over for over, _ in rows]
+    assert all(over == has_mark for over, has_mark in rows)
+    assert marked == sorted(marked), rows  # within the budget first, then those over it
+    assert browser.console_errors() == []
+
+
+def test_plot_labels_do_not_overlap(browser, tmp_path):
+    """The privacy-utility plot's point labels, as the browser lays them out, do not intersect, even
+    for seven defenses crowded at utility 0.96-0.99 (the default matrix's cluster)."""
+    from test_leaderboard import _scored, _store
+    crowd = [("identity", 0.99, 0.0), ("split:layer=relu2", 0.985, 0.2), ("noise:scale=0.05", 0.98, 0.25),
+             ("privacy-finetune", 0.975, 0.3), ("dapter:lam=0.5", 0.97, 0.22), ("box-blur", 0.965, 0.35),
+             ("disguised-nets:noise=25", 0.96, 0.28)]
+    store = _store(tmp_path, [cell for name, accuracy, score in crowd
+                              for cell in _scored(name, "inv", (score, score), accuracy=accuracy)])
+    page = render_site(store, tmp_path / "site", claims={}).with_name("digits.html")
+    browser.open(page.as_uri())
+    boxes = browser.evaluate(
+        "[...document.querySelectorAll('[data-plot]:not([hidden]) svg text.label')].map(t => {"
+        " const r = t.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom, t.textContent]; })")
+    assert len(boxes) == len(crowd), boxes
+    for i, a in enumerate(boxes):
+        for b in boxes[i + 1:]:
+            overlap_x = min(a[2], b[2]) - max(a[0], b[0])
+            overlap_y = min(a[3], b[3]) - max(a[1], b[1])
+            assert overlap_x <= 0.5 or overlap_y <= 0.5, (a, b)
