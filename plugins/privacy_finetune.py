@@ -148,7 +148,8 @@ class PrivacyFinetune(Defense):
 
     name: ClassVar[str] = "privacy-finetune"
     summary: ClassVar[str] = ("fine-tune the target model with a center loss on mid-network "
-                              "features (+ noise), ship the first half as a closed box (Prodomo)")
+                              "features (+ noise), split it there (Prodomo); the service holds the "
+                              "client weights unless client_weights=closed")
     gives: ClassVar[frozenset[str]] = frozenset({"query", "white-box", "architecture", "server",
                                                  "known-pairs"})
     claims: ClassVar[frozenset[str]] = frozenset({"white-box", "black-box", "query-free"})  # service has the weights

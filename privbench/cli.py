@@ -67,7 +67,8 @@ def list_command(kind: str | None, fmt: str) -> None:
         for item in items:
             params = ", ".join(f"{p['name']}={p['default']}" for p in item["parameters"]
                                if title != "datasets" or p["name"] not in common)
-            table.add_row(item["name"], item["summary"], item.get("access", ""), params,
+            access = item.get("access", "").replace("-", "\u2011")  # never wrap "query-free" at its hyphen
+            table.add_row(item["name"], item["summary"], access, params,
                           f"{item['package']} {item['version']}")
         console.print(table)
     for problem in registry.problems:  # after the listing; click.echo: one line each, never wrapped
@@ -93,7 +94,7 @@ def _list_blocks(listing: dict, common: list[str], width: int) -> None:
                                 ("parameters", params)):
                 if text:
                     click.echo(textwrap.fill(f"{label}: {text}", width, initial_indent="    ",
-                                             subsequent_indent="      "))
+                                             subsequent_indent="      ", break_on_hyphens=False))
         click.echo()
 
 
@@ -263,7 +264,7 @@ def _run_matrix(config, *, db, device, cache_dir, data_dir, download, quiet, lea
             sys.exit(1)
     from privbench.store import summarize
     _print_table(console, summarize(store.cells(report.keys)))
-    console.print(f"{report.planned} cells: {report.skipped} already finished, "
+    console.print(f"{_count(report.planned, 'cell')}: {report.skipped} already finished, "
                   f"{len(report.outcomes)} run in {report.wall_s:.1f} s; results in {store.display_url}")
     if leaderboard_dir:  # rendered before the exit status, so failed cells show on the page too
         _render_leaderboard(store, leaderboard_dir)
@@ -348,17 +349,19 @@ def leaderboard(db: str, out_dir: str, utility_budget: float) -> None:
 
 
 def _print_table(console, rows: list[dict],
-                 title: str = "results: mean ± std over seeds (n = number of seeds)") -> None:
-    """The results table: utility, privacy score and the attack's raw metric, mean ± std."""
+                 title: str = "results: mean ± std over seeds (n = number of seeds)",
+                 per_cell: bool = False) -> None:
+    """The results table: utility, privacy score and the attack's raw metric, mean ± std; with
+    ``per_cell``, one cell per row and its seed instead of n."""
     from rich.table import Table
     table = Table(title=title)
     from privbench.metrics import unit
-    for column in ("dataset", "defense", "attack", "threat model", "n", "utility.accuracy",
-                   "privacy.score", "attack (raw)"):
+    for column in ("dataset", "defense", "attack", "threat model", "seed" if per_cell else "n",
+                   "utility.accuracy", "privacy.score", "attack (raw)"):
         table.add_column(f"{column} {unit(column)}".strip(), overflow="fold")
     for row in rows:
         metrics = row["metrics"]
-        n = str(len(row["seeds"]))
+        n = str(row["seed"]) if per_cell else str(len(row["seeds"]))
         if row["status"] != "done":
             status = f"[yellow]{row['status']}[/]: {row['reason'] or ''}"
             table.add_row(row["dataset"], row["defense"], row["attack"], row["threat_model"], n,
@@ -382,6 +385,11 @@ def _raw_attack(metrics: dict) -> str:
     if "attack.chance" in metrics:
         parts.append(f"chance {_mean_std(metrics['attack.chance'])}")
     return ", ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    """'1 cell', '2 cells'."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _mean_std(stat: dict | None, digits: int = 3) -> str:
@@ -414,7 +422,7 @@ def results(db: str, fmt: str, per_cell: bool, failures: bool) -> None:
     elif fmt == "csv":
         click.echo(_as_csv(rows, per_cell), nl=False)
     elif per_cell:
-        _print_table(_console(), [_cell_row(row) for row in rows], "results: one row per cell")
+        _print_table(_console(), [_cell_row(row) for row in rows], "results: one row per cell", per_cell=True)
     else:
         _print_table(_console(), rows)
 
@@ -442,7 +450,7 @@ def _print_failures(rows: list[dict], fmt: str) -> None:
 def _cell_row(cell: dict) -> dict:
     """A single cell in the shape of a summary row (n = 1), for the per-cell table."""
     return {**cell, "seeds": [cell["seed"]],
-            "metrics": {k: {"mean": v, "std": 0.0, "n": 1} for k, v in cell["metrics"].items()}}
+            "metrics": {k: {"mean": v, "std": None, "n": 1} for k, v in cell["metrics"].items()}}
 
 
 def _as_csv(rows: list[dict], per_cell: bool) -> str:

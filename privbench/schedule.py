@@ -88,22 +88,37 @@ class MatrixConfig:
                 "seeds": self.seeds}
 
 
-def expand(registry: Registry, kind: str, entries: list[tuple[str, dict]]) -> list[PluginCall]:
-    """Validate each entry and expand list values into one call per combination (a sweep)."""
+def expand(registry: Registry, kind: str, entries: list[tuple[str, dict]],
+           problems: list[str] | None = None) -> list[PluginCall]:
+    """Validate each entry and expand list values into one call per combination (a sweep). With
+    ``problems``, a bad entry's one-line error is appended there and the others go on; without, the
+    first one raises."""
     calls: list[PluginCall] = []
     for name, raw in entries:
-        item = registry.get(kind, name)
-        cls = item.cls
-        sweep_keys = [k for k, v in raw.items() if isinstance(v, list)]
-        for combo in itertools.product(*(raw[k] for k in sweep_keys)):
-            instance = cls.from_params({**raw, **dict(zip(sweep_keys, combo, strict=True))})
-            params = instance.params()
-            defaults = {p.name: p.default for p in cls.parameters()}
-            changed = {k: v for k, v in params.items() if defaults.get(k) != v}
-            version = f"{item.package} {item.version} cache {cls.cache_version}"
-            call = PluginCall(kind, name, params, format_spec(name, changed), instance, version)
-            if call not in calls:
-                calls.append(call)
+        try:
+            calls += [c for c in _expand_entry(registry, kind, name, raw) if c not in calls]
+        except PrivbenchError as problem:
+            if problems is None:
+                raise
+            problems.append(problem.format_message())
+    return calls
+
+
+def _expand_entry(registry: Registry, kind: str, name: str, raw: dict) -> list[PluginCall]:
+    """One entry's calls, one per combination of its swept values."""
+    calls: list[PluginCall] = []
+    item = registry.get(kind, name)
+    cls = item.cls
+    sweep_keys = [k for k, v in raw.items() if isinstance(v, list)]
+    defaults = {p.name: p.default for p in cls.parameters()}
+    version = f"{item.package} {item.version} cache {cls.cache_version}"
+    for combo in itertools.product(*(raw[k] for k in sweep_keys)):
+        instance = cls.from_params({**raw, **dict(zip(sweep_keys, combo, strict=True))})
+        params = instance.params()
+        changed = {k: v for k, v in params.items() if defaults.get(k) != v}
+        call = PluginCall(kind, name, params, format_spec(name, changed), instance, version)
+        if call not in calls:
+            calls.append(call)
     return calls
 
 
@@ -111,12 +126,16 @@ def plan(registry: Registry, config: MatrixConfig) -> list[CellPlan]:
     """Every cell of the config, in run order (dataset, seed, defense, attack).
 
     With nothing given: every registered defense x every registered attack on digits."""
-    datasets = expand(registry, "dataset", config.datasets or [(DEFAULT_DATASET, {})])
+    problems: list[str] = []  # every bad spec is reported at once, one line each
+    datasets = expand(registry, "dataset", config.datasets or [(DEFAULT_DATASET, {})], problems)
     defenses = expand(registry, "defense",
-                      config.defenses or [(n, {}) for n in registry.names("defense")])
-    attacks = expand(registry, "attack", config.attacks or [(n, {}) for n in registry.names("attack")])
+                      config.defenses or [(n, {}) for n in registry.names("defense")], problems)
+    attacks = expand(registry, "attack", config.attacks or [(n, {}) for n in registry.names("attack")],
+                     problems)
     if not config.seeds:
-        raise PrivbenchError("no seeds given; accepted: integers separated by commas, e.g. 0,1,2")
+        problems.append("no seeds given; accepted: integers separated by commas, e.g. 0,1,2")
+    if problems:
+        raise PrivbenchError("\n".join(problems))
     probes = {(d.spec, a.spec): probe_call(registry, d, a) for d in datasets for a in attacks}
     return [CellPlan(d, f, a, s, probes[(d.spec, a.spec)]) for d in datasets for s in config.seeds
             for f in defenses for a in attacks]

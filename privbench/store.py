@@ -426,8 +426,8 @@ def summarize(cells: list[Cell]) -> list[dict[str, Any]]:
             "seeds": sorted(c.seed for c in members),
             "status": _group_status(members),
             "reason": next((c.reason for c in members if c.reason), None),
-            "metrics": {name: {"mean": statistics.fmean(v),
-                               "std": statistics.stdev(v) if len(v) > 1 else 0.0, "n": len(v)}
+            "metrics": {name: {"mean": statistics.fmean(v),  # the sample std: undefined for one seed
+                               "std": statistics.stdev(v) if len(v) > 1 else None, "n": len(v)}
                         for name, v in sorted(values.items())},
         })
     return rows

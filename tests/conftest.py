@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
+import os
+import sys
+from pathlib import Path
+
 import pytest
 
 from privbench.artifacts import ArtifactCache
@@ -10,6 +15,15 @@ from privbench.matrix import MatrixConfig, MatrixRunner
 from privbench.plugins import load_registry
 from privbench.store import Store
 from privbench.testing import KIT_SECRET
+
+# The example third-party plugin (tests/example_plugin) is found through its entry points, from the
+# metadata beside its module, on sys.path for this session and on PYTHONPATH for the processes the
+# tests start: never installed, so the test command leaves the user's environment as it was.
+EXAMPLE_PLUGIN = Path(__file__).parent / "example_plugin"
+if str(EXAMPLE_PLUGIN) not in sys.path:
+    sys.path.insert(0, str(EXAMPLE_PLUGIN))
+    os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(EXAMPLE_PLUGIN), os.environ.get("PYTHONPATH")]))
+    importlib.invalidate_caches()
 
 # Few epochs keep every end-to-end test at seconds on 2 CPU cores.
 FAST_DIGITS = ("digits", {"target_epochs": 15})

@@ -120,3 +120,35 @@ def test_list_without_a_terminal_prints_one_readable_block_per_plugin():
     assert all(len(line) <= 120 for line in lines)
     block = lines[lines.index(next(h for h in heads if h.startswith("  disguised-nets"))) + 1]
     assert block.startswith("    summary: block-wise secret permutation")
+
+
+def test_list_never_breaks_a_threat_model_name_at_its_hyphen():
+    from click.testing import CliRunner
+
+    from privbench.cli import main
+    result = CliRunner().invoke(main, ["list"], terminal_width=50)
+    assert result.exit_code == 0
+    lines = result.output.splitlines()
+    assert not any(line.rstrip().endswith(("query-", "white-", "black-")) for line in lines), result.output
+    assert "query-free" in result.output
+
+
+def test_per_cell_results_show_the_seed_and_no_std_for_one_value(tmp_path):
+    import csv
+    import io
+    import json
+
+    from click.testing import CliRunner
+    from test_leaderboard import _scored, _store
+
+    from privbench.cli import main
+    _store(tmp_path, [*_scored("identity", "inv", (0.1, 0.3)), *_scored("noise", "inv", (0.5,))])
+    db = str(tmp_path / "s.db")
+    table = CliRunner().invoke(main, ["results", "--db", db, "--cells"], terminal_width=200)
+    assert table.exit_code == 0 and "seed" in table.output.splitlines()[2]
+    summary = json.loads(CliRunner().invoke(main, ["results", "--db", db, "--format", "json"]).output)
+    stds = {row["defense"]: row["metrics"]["privacy.score"]["std"] for row in summary}
+    assert stds["identity"] > 0 and stds["noise"] is None
+    rows = list(csv.DictReader(io.StringIO(CliRunner().invoke(main, ["results", "--db", db, "--format",
+                                                                     "csv"]).output)))
+    assert [r["std"] for r in rows if r["defense"] == "noise" and r["metric"] == "privacy.score"] == [""]

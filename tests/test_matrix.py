@@ -139,3 +139,27 @@ def test_results_carry_mean_and_spread_across_seeds(registry, tmp_path, shared_c
     assert row["seeds"] == [0, 1] and accuracy["n"] == 2
     values = sorted(m.value for c in store.cells() for m in c.metrics if m.name == "attack.accuracy")
     assert accuracy["std"] > 0 and values[0] <= accuracy["mean"] <= values[1]
+
+
+def test_every_bad_spec_is_reported_at_once(registry):
+    """A misspelt defense, a bad attack parameter and a bad dataset value: three lines, one run of
+    the planner, nothing trained."""
+    config = MatrixConfig(datasets=[("digits", {"limit": -3})], defenses=[("idnetity", {})],
+                          attacks=[("rmle", {"iterations": -5}), ("examiner", {})], seeds=[])
+    with pytest.raises(PrivbenchError) as raised:
+        plan(registry, config)
+    lines = raised.value.format_message().splitlines()
+    assert len(lines) == 4, lines
+    assert "limit" in lines[0] and "unknown defense 'idnetity'" in lines[1]
+    assert "iterations" in lines[2] and "no seeds given" in lines[3]
+
+
+def test_the_cli_prints_every_spec_error(tmp_path):
+    from click.testing import CliRunner
+
+    from privbench.cli import main
+    result = CliRunner().invoke(main, ["matrix", "--defense", "idnetity", "--attack", "rmle:iterations=-5",
+                                       "--db", str(tmp_path / "x.db"), "--quiet"])
+    assert result.exit_code == 2
+    assert "unknown defense 'idnetity'" in result.output and "iterations" in result.output
+    assert not (tmp_path / "x.db").exists()

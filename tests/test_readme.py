@@ -15,7 +15,7 @@ def readme_commands() -> list[str]:
 
 def test_readme_has_the_install_and_test_commands_near_the_top():
     install, tests = readme_commands()[:2]
-    assert install.endswith("pip install -e . && privbench matrix")
+    assert install.endswith("pip install -e . && privbench matrix --leaderboard site")
     assert tests.endswith("python -m pytest")
 
 
