@@ -13,11 +13,13 @@ Prints:
 1. the default matrix's wall time with ``--executor local``;
 2. the same with ``--executor process --workers N`` and the speed-up local / process;
 3. the cached rerun of (1) and its ratio to the first run;
-4. per defense, the encode cost in ms per image for a batch of 256 images of each offline dataset
+4. the dry run's estimate for an empty store beside the local run's wall time, and their ratio
+   (the cost hints' calibration; a drift shows here);
+5. per defense, the encode cost in ms per image for a batch of 256 images of each offline dataset
    (``digits`` 8x8 grey, ``lfw-subset`` 25x25 grey, a 28x28 batch the size of MNIST);
-5. the peak memory of each matrix run: the whole process tree's proportional set size (PSS), so a
+6. the peak memory of each matrix run: the whole process tree's proportional set size (PSS), so a
    page shared by several processes (torch's libraries in every worker) counts once;
-6. where the process run's wall time went, from its ``--timeline``: start-up before the first job,
+7. where the process run's wall time went, from its ``--timeline``: start-up before the first job,
    time with fewer jobs working than workers, shut-down after the last, and their sum's share of
    the wall time (the critical-path fraction), beside the jobs' summed working seconds in the local
    and the process run, their ratio (above 1 by as much as a job on one torch thread beside another
@@ -27,7 +29,7 @@ Prints:
 
 With ``--split`` it also runs ``--executor local --threads T`` and ``--executor process --workers 1
 --threads T`` once each (T: the torch threads of each process-run worker, the machine's cores shared
-out) and splits the ratio of item 6 in three: what the local run gains from its extra torch threads
+out) and splits the ratio of item 7 in three: what the local run gains from its extra torch threads
 (job-seconds with T threads / with torch's default), what running a job in a worker process costs
 (one worker / the local run, both with T threads), and how much slower N workers side by side run
 their jobs than one worker alone (N workers / one worker); with the ceiling those leave.
@@ -51,6 +53,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import subprocess
 import sys
 import tempfile
@@ -164,7 +167,22 @@ def timed_matrix(workdir: Path, args: list[str]) -> MatrixRun:
         raise SystemExit(f"privbench matrix {' '.join(args)} exited {process.returncode}:\n{stderr}")
     lines = [json.loads(line) for line in timeline.read_text().splitlines()]
     jobs = [line for line in lines if "stage" in line and "started" in line]
-    return MatrixRun(seconds, sampler.peak, stdout.strip().splitlines()[-1], jobs, launched, exited)
+    summary = [line for line in stdout.splitlines() if re.match(r"\d+ cells?: ", line)]
+    return MatrixRun(seconds, sampler.peak, (summary or stdout.strip().splitlines())[-1], jobs, launched,
+                     exited)
+
+
+def dry_run_estimate(workdir: Path, args: list[str]) -> float:
+    """The seconds ``privbench matrix --dry-run`` estimates for ``args`` in an empty store (its cost
+    hints at their calibrated seconds per unit)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PRIVBENCH_HOME": str(workdir / "home"), "COLUMNS": "200"}
+    shown = subprocess.run([sys.executable, "-m", "privbench", "matrix", "--dry-run", *args], cwd=workdir,
+                           env=env, capture_output=True, text=True, check=True).stdout
+    minutes = re.search(r"estimated time for the pending cells: about ([0-9.]+) min", shown)
+    if minutes is None:
+        raise SystemExit(f"privbench matrix --dry-run printed no estimate:\n{shown}")
+    return float(minutes.group(1)) * 60
 
 
 @dataclass
@@ -404,6 +422,7 @@ def main() -> None:
     process_args = [*common, "--executor", "process", "--workers", str(options.workers)]
     local_runs, process_runs = [], []
     with tempfile.TemporaryDirectory(prefix="privbench-bench-") as tmp:
+        estimate = dry_run_estimate(Path(tmp) / "dry-run", common)
         for attempt in range(options.repeat):
             local_runs.append(timed_matrix(Path(tmp) / f"local-{attempt}", common))
             process_runs.append(timed_matrix(Path(tmp) / f"process-{attempt}", process_args))
@@ -427,6 +446,8 @@ def main() -> None:
     print(f"speed-up local / process:{'':31s}{local / process:8.2f} x   "
           + " ".join(f"{a.seconds / b.seconds:.2f}"
                      for a, b in zip(local_runs, process_runs, strict=True)))
+    print(f"dry-run estimate for an empty store (cost hints):{'':7s}{estimate:8.2f} s   "
+          f"estimate / local run: {estimate / local:.2f}")
     print(f"cached rerun (every cell stored):{'':23s}{rerun.seconds:8.2f} s")
     print(f"rerun / first local run:{'':32s}{rerun.seconds / local:8.3f}")
     print(f"peak memory, local run (PSS, process tree):{'':12s}"

@@ -5,7 +5,9 @@ cells need (one target model per dataset and seed, one fit per dataset, seed and
 artifact cache may already hold some of them) and a rough cost: for each pending cell, the mean
 duration of the store's finished cells of the same defense and attack, or else its scheduling cost
 hints (attack ``cost_hint`` x defense ``cost_hint``) in seconds per unit calibrated on the store's
-past cells (10 s per unit when the store has none).
+past cells (0.3 s per unit when the store has none: calibrated on the default matrix, see
+SECONDS_PER_UNIT; a larger dataset than digits takes longer per unit, which the store's own timings
+then correct).
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ from pathlib import Path
 
 from privbench.schedule import CellPlan, MatrixConfig, plan
 
-SECONDS_PER_UNIT = 10.0  # the cost of one hint unit when the store has no past timings
+# The cost of one hint unit when the store has no past timings, calibrated on the default matrix
+# (digits, 49 cells, 244 hint units) on 2 CPU cores: about 75 s of scenario, fit and cell work
+# measured with the local executor (2026-12-06), so 0.3 s per unit.
+SECONDS_PER_UNIT = 0.3
 
 
 def stored_cells(db: str) -> list:
@@ -52,7 +57,8 @@ def estimates(pending: list[CellPlan], stored: list) -> tuple[dict[str, float], 
         times = past.get((cell.defense.name, cell.attack.name))
         seconds[cell.key] = statistics.fmean(times) if times else hint(cell) * unit
     source = (f"past timings in the store where they exist, else cost hints at {unit:.1f} s per unit"
-              if past else f"cost hints only (no past timings in the store), {unit:.0f} s per unit")
+              if past else f"cost hints only (no past timings in the store), {unit:.1f} s per unit, "
+              "calibrated on the default digits matrix on 2 CPU cores")
     return seconds, source
 
 

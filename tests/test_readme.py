@@ -39,3 +39,12 @@ def test_every_metric_a_builtin_plugin_emits_is_documented():
     assert {"defense.entropy", "attack.psnr", "privacy.score"} <= names
     missing = sorted(name for name in names if f"`{name}`" not in documented)
     assert missing == []
+
+
+def test_nothing_a_user_reads_points_outside_the_repository():
+    """A user who cloned privbench has no ../shared: the README and the shipped reproduction configs
+    say how to get the data with privbench alone."""
+    texts = [ROOT / "README.md", *sorted((ROOT / "privbench" / "reproductions").glob("*.toml"))]
+    for path in texts:
+        text = path.read_text()
+        assert "../shared" not in text and "/work/" not in text and "real_mnist.py" not in text, path.name
