@@ -28,8 +28,10 @@ Where the out-of-training classes come from (``out``):
 
 The harness reports ``attack.statistic_in`` and ``attack.statistic_out`` (the two groups' mean Fano
 factors), ``attack.p_value`` and privacy.score = clip(1 + log10(p) / 3, 0, 1): 0 at p <= 0.001 (the
-paper's unprotected result), 1 at p = 1. Needs a target task with at least 4 classes (e.g. digits with
-target=digit), and a server model that takes images shaped like the input (``image-like``): raw
+paper's unprotected result), 1 at p = 1. Needs a target task with at least 2 classes when the
+out-of-training probes come from another dataset (each target class is an in-training probe class:
+digits' default parity target gives 2 in against lfw-subset's 2 out, a test of little power), at
+least 4 with ``held-out`` (e.g. digits with target=digit), and a server model that takes images shaped like the input (``image-like``): raw
 images are no valid input to the server half of a split model, which expects intermediate features."""
 
 from __future__ import annotations
@@ -100,9 +102,16 @@ class ClassMembership(Attack):
         return None if self.out == "held-out" else self.out
 
     def unsupported(self, facts) -> str | None:
+        """Out-of-training probes from another dataset: every target class is an in-training probe
+        class, so 2 suffice for the t-test's two-sample variance; held out of the target task: at
+        least MIN_CLASSES, 2 of them left in training."""
         classes = facts.classes()
-        held_out = 0 if self.probe_dataset(facts.dataset) is not None else self.held_out
-        if classes < MIN_CLASSES or classes - held_out < 2:
+        if self.probe_dataset(facts.dataset) is not None:
+            if classes < 2:
+                return (f"class-membership needs a target task with at least 2 classes; "
+                        f"'{facts.target_task}' has {classes}")
+            return None
+        if classes < MIN_CLASSES or classes - self.held_out < 2:
             return (f"class-membership needs a target task with at least {MIN_CLASSES} classes and "
                     f"2 left in training; '{facts.target_task}' has {classes} (held_out="
                     f"{self.held_out}): choose a finer target, e.g. digits:target=digit")

@@ -164,12 +164,27 @@ def test_random_query_images_teach_the_decoder_less_behind_a_nonlinear_split():
     assert cells["random"]["attack.ssim"] < cells["aux"]["attack.ssim"] - 0.1, cells
 
 
-def test_class_membership_is_not_applicable_to_a_two_class_target(registry, shared_cache, tmp_path):
+def test_class_membership_holding_out_classes_is_not_applicable_to_a_two_class_target(registry, shared_cache,
+                                                                                     tmp_path):
     store, _ = run_matrix(registry, f"sqlite:///{tmp_path / 'n.db'}", shared_cache,
-                          defenses=[("identity", {})], attacks=[("class-membership", {})])
+                          defenses=[("identity", {})], attacks=[("class-membership", {"out": "held-out"})])
     (only,) = store.cells()
     assert only.status == "not-applicable"
     assert "at least 4 classes" in only.reason and "'parity' has 2" in only.reason
+
+
+def test_class_membership_runs_on_the_default_parity_target_with_outside_probes(registry, shared_cache,
+                                                                                tmp_path):
+    """The default matrix's digits (parity target): the two target classes are the in-training
+    probes, lfw-subset's two the out-of-training ones, so the column is not empty."""
+    store, report = run_matrix(registry, f"sqlite:///{tmp_path / 'p.db'}", shared_cache,
+                               defenses=[("identity", {})], attacks=[("class-membership", {})])
+    assert report.failures == []
+    (only,) = store.cells()
+    assert only.status == "done", only.reason
+    metrics = {m.name: m.value for m in only.metrics}
+    assert 0 <= metrics["attack.p_value"] <= 1 and 0 <= metrics["privacy.score"] <= 1
+    assert metrics["attack.statistic_in"] > metrics["attack.statistic_out"], metrics
 
 
 def test_fano_factor_and_welch_test_follow_the_paper():

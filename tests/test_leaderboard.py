@@ -38,7 +38,7 @@ def small_matrix_store(registry, shared_cache, tmp_path_factory) -> Store:
             registry, f"sqlite:///{folder / 'store.db'}", shared_cache, datasets=[SMALL_DIGITS, ("mnist", {})],
             defenses=[("identity", {}), ("noise", {"scale": [0.5, 2.0]})],
             attacks=[("inverse-network", {"epochs": 3}), ("attribute-inference", {"epochs": 3}),
-                     ("class-membership", {})],
+                     ("class-membership", {"out": "held-out"})],
             seeds=[0, 1])
         _SHARED["store"] = store
     return _SHARED["store"]
