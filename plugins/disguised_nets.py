@@ -320,8 +320,10 @@ class DisguisedNets(Defense):
 
     def evaluate(self, protection, data) -> dict[str, float]:
         """``defense.keyed_ssim``: how much of the test images the key holder recovers, SSIM of
-        T^-1(T(x)) against x. It is the ceiling of a key-recovery attack: with noise before the
-        matrices, even the exact key gives back only X + Delta (see ``DisguiseEncoder.invert``)."""
+        T^-1(T(x)) against x. With noise before the matrices even the exact key gives back only
+        X + Delta (``DisguiseEncoder.invert``). It is not a ceiling for a key-recovery attack: a
+        least-squares map fitted on known pairs also learns to average the noise out (measured on
+        real MNIST, 7 x 7 blocks, N = 100: keyed 0.32, known-plaintext at k = 100 0.66)."""
         disguised = apply(protection.encoder, data.images, data)
         with torch.no_grad():
             recovered = protection.encoder.cpu().invert(disguised).clamp(0, 1)
@@ -336,6 +338,7 @@ def register_defenses(register):
 @hookimpl
 def register_metrics(register):
     register(MetricSpec("defense.keyed_ssim", "[-1, 1]", "none", "SSIM of the test images the key "
-                        "holder recovers from the disguised ones: the ceiling of key recovery",
+                        "holder recovers from the disguised ones (X + Delta with noise before the "
+                        "matrices)",
                         "torchmetrics SSIM of clip(T^-1(T(x)), 0, 1) against x, mean over the test "
                         "images (as attack.ssim)", -1, 1))
