@@ -31,8 +31,9 @@ factors), ``attack.p_value`` and privacy.score = clip(1 + log10(p) / 3, 0, 1): 0
 paper's unprotected result), 1 at p = 1. Needs a target task with at least 2 classes when the
 out-of-training probes come from another dataset (each target class is an in-training probe class:
 digits' default parity target gives 2 in against lfw-subset's 2 out, a test of little power), at
-least 4 with ``held-out`` (e.g. digits with target=digit), and a server model that takes images shaped like the input (``image-like``): raw
-images are no valid input to the server half of a split model, which expects intermediate features."""
+least 4 with ``held-out`` (e.g. digits with target=digit), and a server model that takes images
+shaped like the input (``image-like``): raw images are no valid input to the server half of a split
+model, which expects intermediate features."""
 
 from __future__ import annotations
 

@@ -46,9 +46,9 @@ from privbench.api import (
     Attack,
     AttackOutput,
     Normalize,
-    PrivbenchError,
     accuracy,
     apply,
+    checked_tv_weight,
     hookimpl,
     invert,
     param,
@@ -137,14 +137,7 @@ class Shadow(Attack):
                       choices=("aux", "same-set"))
 
     def __post_init__(self) -> None:
-        if self.tv_weight != "auto":
-            try:
-                value = float(self.tv_weight)
-            except ValueError:
-                value = -1.0
-            if not value >= 0 or value == float("inf"):
-                raise PrivbenchError(f"attack 'shadow': bad value {self.tv_weight!r} for parameter "
-                                     "'tv_weight'; accepted: auto or a number >= 0")
+        checked_tv_weight(self.name, self.tv_weight)
 
     def tv_setting(self, image_shape: tuple[int, ...], z_shape: tuple[int, ...]) -> float:
         """``tv_weight``, or under auto the authors' lambda_TV = 2 (8 in pixel scale) scaled to the

@@ -39,6 +39,7 @@ from privbench.hookspecs import hookimpl
 from privbench.inversion import (
     OPTIMIZERS,
     MirroredDecoder,
+    checked_tv_weight,
     from_normalised,
     invert,
     total_variation,
@@ -84,7 +85,7 @@ __all__ = [
     "SplitEncoder", "THREAT_MODELS", "accuracy", "apply", "batches", "check_known_layer",
     "classifier", "digit_task_labels", "feature_classifier", "feature_size", "fit", "grad_cam",
     "hookimpl", "invert", "layer_names", "mlp", "param", "register_metric", "saliency_iou",
-    "split_model", "total_variation", "OPTIMIZERS", "from_normalised", "without_random_layers", "tv_size_factor",
-    "Normalize", "ssim_per_image",
+    "split_model", "total_variation", "OPTIMIZERS", "from_normalised", "without_random_layers",
+    "tv_size_factor", "checked_tv_weight", "Normalize", "ssim_per_image",
     "train_classifier", "train_decoder", "train_server_on_encoded",
 ]

@@ -7,8 +7,8 @@ import csv
 import dataclasses
 import io
 import json
-import signal
 import shlex
+import signal
 import sys
 import threading
 

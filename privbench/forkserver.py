@@ -94,4 +94,13 @@ def stop_fork_server() -> None:
     server = getattr(forkserver, "_forkserver", None)
     stop = getattr(server, "_stop", None)  # the stdlib's own way to stop it (used by its tests)
     if stop is not None and getattr(server, "_forkserver_pid", None) is not None:
-        threading.Thread(target=stop, daemon=True, name="privbench-stop-forkserver").start()
+        threading.Thread(target=_quietly, args=(stop,), daemon=True, name="privbench-stop-forkserver").start()
+
+
+def _quietly(stop) -> None:
+    """Run the fork server's stop; at interpreter exit multiprocessing may already have removed its
+    temporary folder, and the listener's unlink then finds nothing: that is a stopped server too."""
+    try:
+        stop()
+    except FileNotFoundError:
+        pass

@@ -92,6 +92,9 @@ epochs = 2
     assert any(",attack.accuracy," in line for line in csv[1:])
     rerun = invoke("matrix", "-c", str(config), "--db", db, "--quiet")
     assert "2 cells: 2 already finished, 0 run" in rerun.stdout
+    # the run ends by saying how to see its leaderboard, with this store and the page it writes
+    assert f"leaderboard: privbench leaderboard --db {db} -o site" in " ".join(rerun.stdout.split())
+    assert "site/index.html" in rerun.stdout
 
 
 def test_a_failed_cell_makes_the_run_exit_1_with_one_line_per_failure(tmp_path, monkeypatch):

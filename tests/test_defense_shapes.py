@@ -15,7 +15,8 @@ from privbench.testing import FittedDefenses, call_of, check_defense, dataset_ca
 from privbench.training import apply
 
 BUILTIN_DEFENSES = {"identity": {}, "noise": {}, "disguised-nets": {}, "dapter": {"epochs": 1},
-                    "split": {}, "privacy-finetune": {"epochs": 1}, "pixelation": {}}
+                    "split": {}, "privacy-finetune": {"epochs": 1}, "pixelation": {},
+                    "nopeek": {"epochs": 1}}
 
 
 @dataclass
