@@ -46,11 +46,11 @@ from privbench.api import (
     MetricSpec,
     Protection,
     SplitEncoder,
-    accepted_layers,
     apply,
     batches,
     check_known_layer,
     hookimpl,
+    layer_problem,
     param,
     split_model,
 )
@@ -125,11 +125,7 @@ class NoPeek(Defense):
         return defense
 
     def check_data(self, facts) -> str | None:
-        accepted = accepted_layers(facts.arch)
-        if self.layer not in accepted:
-            return (f"defense 'nopeek': unknown layer '{self.layer}' for {facts.arch}; accepted: "
-                    + ", ".join(accepted))
-        return None
+        return layer_problem(self.name, self.layer, facts.arch)
 
     def build(self, facts) -> Protection:
         client, server = split_model(facts.service_classifier(), self.layer, facts.arch)

@@ -76,12 +76,12 @@ from privbench.api import (
     FeaturePerturbation,
     Protection,
     SplitEncoder,
-    accepted_layers,
     apply,
     check_known_layer,
     feature_size,
     fit,
     hookimpl,
+    layer_problem,
     param,
     split_model,
 )
@@ -183,11 +183,7 @@ class PrivacyFinetune(Defense):
         return defense
 
     def check_data(self, facts) -> str | None:
-        accepted = accepted_layers(facts.arch)
-        if self.layer not in accepted:
-            return (f"defense 'privacy-finetune': unknown layer '{self.layer}' for {facts.arch}; "
-                    "accepted: " + ", ".join(accepted))
-        return None
+        return layer_problem(self.name, self.layer, facts.arch)
 
     def build(self, facts) -> Protection:
         """A freshly initialised model of the service's architecture, cut at ``layer``."""

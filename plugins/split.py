@@ -57,10 +57,10 @@ from privbench.api import (
     FeaturePerturbation,
     Protection,
     SplitEncoder,
-    accepted_layers,
     check_known_layer,
     feature_size,
     hookimpl,
+    layer_problem,
     param,
     split_model,
     train_classifier,
@@ -107,11 +107,7 @@ class Split(Defense):
         return FeaturePerturbation(self.feature_noise, self.noise_scale, self.dropout)
 
     def check_data(self, facts) -> str | None:
-        accepted = accepted_layers(facts.arch)
-        if self.layer not in accepted:
-            return (f"defense 'split': unknown layer '{self.layer}' for {facts.arch}; accepted: "
-                    + ", ".join(accepted))
-        return None
+        return layer_problem(self.name, self.layer, facts.arch)
 
     def build(self, facts) -> Protection:
         """A freshly initialised model of the service's architecture, cut at ``layer``."""

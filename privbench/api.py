@@ -63,6 +63,7 @@ from privbench.splitting import (
     check_known_layer,
     feature_size,
     layer_names,
+    layer_problem,
     split_model,
 )
 from privbench.training import (
@@ -86,6 +87,6 @@ __all__ = [
     "classifier", "digit_task_labels", "feature_classifier", "feature_size", "fit", "grad_cam",
     "hookimpl", "invert", "layer_names", "mlp", "param", "register_metric", "saliency_iou",
     "split_model", "total_variation", "OPTIMIZERS", "from_normalised", "without_random_layers",
-    "tv_size_factor", "checked_tv_weight", "Normalize", "ssim_per_image",
+    "tv_size_factor", "checked_tv_weight", "Normalize", "ssim_per_image", "layer_problem",
     "train_classifier", "train_decoder", "train_server_on_encoded",
 ]

@@ -81,6 +81,15 @@ def check_known_layer(owner: str, layer: str) -> None:
         raise PrivbenchError(f"defense '{owner}': unknown layer '{layer}'; accepted: {accepted}")
 
 
+def layer_problem(owner: str, layer: str, arch: str) -> str | None:
+    """A split defense's ``check_data``: None when built-in architecture ``arch`` has ``layer``, else
+    the one-line reason, naming the layers it accepts."""
+    accepted = accepted_layers(arch)
+    if layer in accepted:
+        return None
+    return f"defense '{owner}': unknown layer '{layer}' for {arch}; accepted: " + ", ".join(accepted)
+
+
 def split_model(model: nn.Module, layer: str, arch: str = "the target model",
                 owner: str = "split") -> tuple[nn.Sequential, nn.Sequential]:
     """Deep copies of (f_theta1, f_theta2): the stages up to and including ``layer``, and the rest.
