@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from conftest import FAST_DIGITS, run_matrix
+from conftest import FAST_DIGITS, metrics_by_cell, run_matrix
 from plugins_for_tests import EdgeCasePlugins
 
 from privbench.artifacts import ArtifactCache, SharedArtifacts
@@ -127,6 +127,22 @@ def test_same_seed_gives_the_same_metrics(registry, tmp_path):
         results.append({m.name: m.value for m in store.cells()[0].metrics
                         if not m.name.startswith("cost.")})
     assert results[0] == results[1]
+
+
+def test_trusted_and_isolated_parties_give_the_same_metrics(registry, tmp_path):
+    """--trust-plugins changes where plugin code runs, not what it draws: a stochastic encoder
+    (noise) queried in the middle of an attack that trains with random draws gives the same cell.
+    (Before the trusted encoder followed the isolated sessions' seeds, the two differed.)"""
+    config = dict(datasets=[("digits", {"target_epochs": 2})], defenses=[("noise", {"scale": 0.3})],
+                  attacks=[("attribute-inference", {"epochs": 2}), ("known-plaintext", {})])
+    results = []
+    for trusted in (False, True):
+        name = "trusted" if trusted else "isolated"
+        store, _ = run_matrix(registry, f"sqlite:///{tmp_path / name}.db",
+                              ArtifactCache(tmp_path / "cache"), trust_plugins=trusted, **config)
+        results.append({key: {n: v for n, v in metrics.items() if not n.startswith("cost.")}
+                        for key, metrics in metrics_by_cell(store).items()})
+    assert len(results[0]) == 2 and results[0] == results[1]
 
 
 def test_results_carry_mean_and_spread_across_seeds(registry, tmp_path, shared_cache):

@@ -8,6 +8,7 @@ the harness the same answers for honest plugins.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from typing import Any
@@ -132,26 +133,46 @@ class TrustedParties:
             raise PartyFailed(one_line(exiting)) from None
 
     def encoder(self, request: EncodeRequest, *, label: str, limit_s: float | None) -> TrustedEncoder:
-        return TrustedEncoder(roles.Encoder(request, self.device, self.progress))
+        return TrustedEncoder(request, self.device, self.progress)
+
+
+@contextlib.contextmanager
+def generators_restored():
+    """Python's, NumPy's and torch's global generators as they were, whatever runs inside."""
+    import random
+
+    import numpy as np
+    python_state, numpy_state = random.getstate(), np.random.get_state()
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        random.setstate(python_state)
+        np.random.set_state(numpy_state)
 
 
 class TrustedEncoder:
-    """An encoding session in the harness's process, drawing from a torch stream of its own (as its
-    own process would), so that queries answered in the middle of an attack leave the attack's
-    draws alone."""
+    """An encoding session in the harness's process that draws exactly what ``IsolatedEncoder``'s
+    processes draw: every call builds the encoder afresh from the next session's seed and seeds the
+    global generators with it (as ``roles.encode_session`` does in its process), inside
+    ``generators_restored``, so an honest defense gives the same encodings trusted or isolated, and queries
+    answered in the middle of an attack leave the attack's draws alone."""
 
-    def __init__(self, encoder: roles.Encoder) -> None:
-        self.encoder = encoder
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(encoder.ctx.seed)
-            self.rng_state = torch.get_rng_state()
+    def __init__(self, request: EncodeRequest, device: torch.device, progress=None) -> None:
+        self.request, self.device, self.progress = request, device, progress
+        self.sessions = 0
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        with torch.random.fork_rng(devices=[]):
-            torch.set_rng_state(self.rng_state)
-            encoded = self.encoder.encode(images)
-            self.rng_state = torch.get_rng_state()
-        return encoded
+        from privbench.streams import seed_globals
+        from privbench.training import EVAL_BATCH_SIZE
+        request = dataclasses.replace(self.request, seed=session_seed(self.request.seed, self.sessions))
+        self.sessions += 1
+        with generators_restored():
+            encoder = roles.Encoder(request, self.device, self.progress)
+            seed_globals(request.seed)
+            parts = [encoder.encode(images[start:start + EVAL_BATCH_SIZE].clone())
+                     for start in range(0, len(images), EVAL_BATCH_SIZE)]
+        return torch.cat(parts) if parts else torch.empty(0)
 
     def close(self) -> None:
         pass
