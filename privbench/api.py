@@ -54,6 +54,7 @@ from privbench.saliency import grad_cam, saliency_iou
 from privbench.splitting import (
     ARCH_LAYERS,
     HE_CIFAR_LAYERS,
+    LENET5_LAYERS,
     LENET_LAYERS,
     NOISES,
     RESNET18_LAYERS,
@@ -81,7 +82,7 @@ __all__ = [
     "ARCH_LAYERS", "HE_CIFAR_LAYERS", "accepted_layers",
     "ACCESS", "AccessDenied", "Artifact", "Attack", "AttackOutput", "AttackView", "DataFacts",
     "Dataset", "DatasetSource", "Decoder", "Defense", "EVAL_BATCH_SIZE", "EvaluationData",
-    "FeaturePerturbation", "LENET_LAYERS", "LabelTask", "MetricSpec", "MirroredDecoder",
+    "FeaturePerturbation", "LENET5_LAYERS", "LENET_LAYERS", "LabelTask", "MetricSpec", "MirroredDecoder",
     "NOISES", "NotApplicable", "OwnerData", "PrivbenchError", "Protection", "RESNET18_LAYERS",
     "SplitEncoder", "THREAT_MODELS", "accuracy", "apply", "batches", "check_known_layer",
     "classifier", "digit_task_labels", "feature_classifier", "feature_size", "fit", "grad_cam",

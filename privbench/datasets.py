@@ -63,7 +63,7 @@ class DatasetSource(Plugin):
     target: str = param("", "task the service legitimately computes (empty: the dataset's default)")
     private: str = param("", "task that must not leak (empty: the dataset's default)")
     arch: str = param("lenet", "architecture of the service's target model",
-                      choices=("lenet", "he-cifar", "resnet18"))
+                      choices=("lenet", "lenet5", "he-cifar", "resnet18"))
     target_epochs: int = param(30, "epochs to train the unprotected target model", minimum=1)
     resize: int = param(0, "resize images to resize x resize pixels (0: keep)", minimum=0)
     limit: int = param(0, "use at most this many images, a fixed subset (0: all)", minimum=0)
@@ -254,6 +254,7 @@ DIGIT_TASKS = (
     LabelTask("digit", 10, "which digit 0-9"),
     LabelTask("parity", 2, "even (0) or odd (1)"),
     LabelTask("magnitude", 2, "below 5 (0) or 5 and above (1)"),
+    LabelTask("above5", 2, "0-5 (0) or 6-9 (1): Shredder's and Cloak's MNIST task, \"digit > 5\""),
 )
 
 
@@ -261,7 +262,8 @@ def digit_task_labels(digits) -> dict[str, torch.Tensor]:
     """The labels of DIGIT_TASKS from a tensor of digit labels."""
     import torch
     digits = torch.as_tensor(digits, dtype=torch.long)
-    return {"digit": digits, "parity": digits % 2, "magnitude": (digits >= 5).long()}
+    return {"digit": digits, "parity": digits % 2, "magnitude": (digits >= 5).long(),
+            "above5": (digits > 5).long()}
 
 
 @dataclass

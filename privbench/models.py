@@ -6,7 +6,8 @@ fc 84, fc classes) with named layers so a split defense can cut it by name. Imag
 the first fully connected layer is sized by a dry run. ``he_cifar`` is He et al.'s CIFAR-10 CNN
 (three blocks of two 3 x 3 convolutions, fc 512 with a sigmoid, fc classes), its layers named as the
 paper names its split points (conv11, relu22, relu32). ``resnet18`` is torchvision's, with the
-CIFAR-style stem (3 x 3 stride-1 convolution, no max-pool) that small images need.
+CIFAR-style stem (3 x 3 stride-1 convolution, no max-pool) that small images need. ``lenet5`` is
+LeNet-5 at 32 x 32 as Shredder's and Cloak's MNIST code builds it.
 """
 
 from __future__ import annotations
@@ -140,7 +141,36 @@ def mlp(shape: tuple[int, ...], classes: int, hidden: int = 256) -> nn.Sequentia
     ]))
 
 
-ARCHITECTURES = {"lenet": lenet, "he-cifar": he_cifar, "resnet18": resnet18}
+def lenet5(shape: tuple[int, int, int], classes: int) -> nn.Sequential:
+    """LeCun's LeNet-5 as Mireshghallah et al.'s Shredder (v2) and Cloak MNIST code builds it, for
+    1 x 32 x 32 inputs: c1 6@5x5, ReLU, s2 max-pool, c3 16@5x5, ReLU, s4 max-pool, c5 120@5x5, ReLU,
+    f6 84, ReLU, f7 classes (their ``LeNet5`` classes; Shredder's noise sits on c5's 120 outputs).
+    Layers are named as theirs, after the same [0, 1] -> [-1, 1] ``normalize`` as ``lenet``. On
+    images smaller than 32 x 32 the convolutions get "same" padding and f6 is sized by a dry run."""
+    channels, height, width = shape
+    padding = 2 if min(height, width) < 32 else 0
+    features = nn.Sequential(OrderedDict([
+        ("normalize", Normalize()),
+        ("c1", nn.Conv2d(channels, 6, 5, padding=padding)),
+        ("relu1", nn.ReLU()),
+        ("s2", nn.MaxPool2d(2)),
+        ("c3", nn.Conv2d(6, 16, 5, padding=padding)),
+        ("relu3", nn.ReLU()),
+        ("s4", nn.MaxPool2d(2)),
+        ("c5", nn.Conv2d(16, 120, 5, padding=padding)),
+        ("relu5", nn.ReLU()),
+        ("flatten", nn.Flatten()),
+    ]))
+    flat = flat_size(features, shape)
+    return nn.Sequential(OrderedDict([
+        *features.named_children(),
+        ("f6", nn.Linear(flat, 84)),
+        ("relu6", nn.ReLU()),
+        ("f7", nn.Linear(84, classes)),
+    ]))
+
+
+ARCHITECTURES = {"lenet": lenet, "lenet5": lenet5, "he-cifar": he_cifar, "resnet18": resnet18}
 
 
 def classifier(arch: str, shape: tuple[int, ...], classes: int) -> nn.Module:

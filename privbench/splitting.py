@@ -22,13 +22,15 @@ from privbench.errors import PrivbenchError
 
 LENET_LAYERS = ("normalize", "conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1",
                 "relu3", "fc2", "relu4", "fc3")
+LENET5_LAYERS = ("normalize", "c1", "relu1", "s2", "c3", "relu3", "s4", "c5", "relu5", "flatten", "f6",
+                 "relu6", "f7")
 HE_CIFAR_LAYERS = ("normalize", "conv11", "relu11", "conv12", "relu12", "pool1", "conv21", "relu21",
                    "conv22", "relu22", "pool2", "conv31", "relu31", "conv32", "relu32", "pool3",
                    "flatten", "fc1", "fc1act", "fc2")
 RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")
 RESNET18_LAYERS = ("normalize", "conv1", "bn1", "relu", "layer1", "layer2", "layer3", "layer4",
                    "avgpool", "flatten", "fc")
-ARCH_LAYERS = {"lenet": LENET_LAYERS, "he-cifar": HE_CIFAR_LAYERS, "resnet18": RESNET18_LAYERS}
+ARCH_LAYERS = {"lenet": LENET_LAYERS, "lenet5": LENET5_LAYERS, "he-cifar": HE_CIFAR_LAYERS, "resnet18": RESNET18_LAYERS}
 NOISES = ("none", "gaussian", "laplace")
 
 

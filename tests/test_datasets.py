@@ -15,13 +15,14 @@ def digits():
     return Digits.from_params().load(RunContext())
 
 
-def test_digits_are_the_bundled_8x8_images_with_three_tasks(digits):
+def test_digits_are_the_bundled_8x8_images_with_four_tasks(digits):
     assert digits.images.shape == (1797, 1, 8, 8)
     assert 0.0 <= float(digits.images.min()) and float(digits.images.max()) == 1.0
     labels = digits.labels
-    assert set(labels) == {"digit", "parity", "magnitude"}
+    assert set(labels) == {"digit", "parity", "magnitude", "above5"}
     assert torch.equal(labels["parity"], labels["digit"] % 2)
     assert torch.equal(labels["magnitude"], (labels["digit"] >= 5).long())
+    assert torch.equal(labels["above5"], (labels["digit"] > 5).long())  # Cloak's "digit > 5"
 
 
 def test_lfw_subset_has_100_faces_and_100_other_crops():
@@ -56,7 +57,7 @@ def test_held_out_classes_leave_the_owner_split_only(digits):
 def test_target_and_private_tasks_default_and_are_validated():
     source = Digits.from_params()
     assert (source.target_task, source.private_task) == ("parity", "digit")
-    with pytest.raises(PrivbenchError, match="unknown private task 'age'; accepted: digit, "
+    with pytest.raises(PrivbenchError, match="unknown private task 'age'; accepted: above5, digit, "
                                              "magnitude, parity"):
         Digits.from_params({"private": "age"})
 

@@ -244,5 +244,5 @@ def test_failed_download_is_one_line(tmp_path, monkeypatch):
 
 
 def test_unknown_task_names_the_accepted_ones():
-    with pytest.raises(PrivbenchError, match="accepted: digit, magnitude, parity"):
+    with pytest.raises(PrivbenchError, match="accepted: above5, digit, magnitude, parity"):
         Mnist.from_params({"target": "nope"})
