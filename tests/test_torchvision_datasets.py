@@ -58,7 +58,7 @@ def test_mnist_pools_train_then_test(tmp_path):
     assert dataset.labels["digit"].tolist() == list(range(10))
     assert dataset.labels["parity"].tolist() == [0, 1] * 5
     assert dataset.labels["magnitude"].tolist() == [0] * 5 + [1] * 5
-    assert set(dataset.tasks) == {"digit", "parity", "magnitude"}
+    assert set(dataset.tasks) == {"digit", "parity", "magnitude", "above5"}
 
 
 def test_mnist_limit_takes_a_fixed_subset(tmp_path):
