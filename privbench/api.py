@@ -45,6 +45,7 @@ from privbench.inversion import (
     total_variation,
     train_decoder,
     tv_size_factor,
+    unsplit,
     without_random_layers,
 )
 from privbench.metrics import MetricSpec, register_metric, ssim_per_image
@@ -87,7 +88,7 @@ __all__ = [
     "SplitEncoder", "THREAT_MODELS", "accuracy", "apply", "batches", "check_known_layer",
     "classifier", "digit_task_labels", "feature_classifier", "feature_size", "fit", "grad_cam",
     "hookimpl", "invert", "layer_names", "mlp", "param", "register_metric", "saliency_iou",
-    "split_model", "total_variation", "OPTIMIZERS", "from_normalised", "without_random_layers",
+    "split_model", "total_variation", "OPTIMIZERS", "from_normalised", "unsplit", "without_random_layers",
     "tv_size_factor", "checked_tv_weight", "Normalize", "ssim_per_image", "layer_problem",
     "train_classifier", "train_decoder", "train_server_on_encoded",
 ]

@@ -237,3 +237,62 @@ def last_kernel(short_by: int) -> tuple[int, int]:
     (shrinks it when negative): output = input + kernel - 1 - 2 * padding."""
     padding = max(0, (5 - short_by) // 2)
     return short_by + 1 + 2 * padding, padding
+
+
+# --- UnSplit: inverting an unknown client by coordinate descent (Erdogan et al., WPES 2022) --------
+
+def squared_total_variation(x: torch.Tensor) -> torch.Tensor:
+    """UnSplit's TV, one value per image: the mean squared vertical difference plus the mean
+    squared horizontal difference (their ``TV`` on a batch of one image)."""
+    vertical = (x[..., 1:, :] - x[..., :-1, :]).pow(2).flatten(1).mean(1)
+    horizontal = (x[..., :, 1:] - x[..., :, :-1]).pow(2).flatten(1).mean(1)
+    return vertical + horizontal
+
+
+def unsplit(clones: list[nn.Module], targets: torch.Tensor, image_shape: tuple[int, ...], ctx, *,
+            iterations: int, input_steps: int, model_steps: int, tv_weight: float, l2_weight: float,
+            lr: float, description: str) -> torch.Tensor:
+    """UnSplit's model-inversion-and-stealing attack, one clone per target (``clones[i]`` for
+    ``targets[i]``, each freshly initialised by the caller: the clone is reset for every target).
+
+    For ``iterations`` outer steps: ``input_steps`` Adam steps on the estimate x_i with
+        MSE(f~_i(x_i), z_i) + tv_weight * TV(x_i) + l2_weight * mean(x_i^2),
+    then ``model_steps`` Adam steps on the clone's weights theta~_i with MSE(f~_i(x_i), z_i). Both
+    optimisers are Adam (amsgrad) at ``lr``, kept across the outer steps; x_i starts at 0.5 and is
+    never clamped during the search (clipped to [0, 1] at the end, for scoring).
+
+    The targets are optimised together, the clones' weights stacked and run with ``torch.func``'s
+    ``vmap``: the summed loss gives each target exactly its own gradient and Adam is elementwise, so
+    this is the authors' one-target-at-a-time search, done side by side."""
+    from torch.func import functional_call, stack_module_state, vmap
+    base = copy.deepcopy(clones[0]).to("meta")
+    weights, buffers = stack_module_state([clone.to(ctx.device).train() for clone in clones])
+    weights = {name: value.detach().requires_grad_(True) for name, value in weights.items()}
+    targets = targets.to(ctx.device)
+    x = torch.full((len(targets), *image_shape), 0.5, device=ctx.device, requires_grad=True)
+
+    def encode_one(params, buffer, image):
+        return functional_call(base, (params, buffer), (image.unsqueeze(0),)).squeeze(0)
+
+    encode_all = vmap(encode_one)
+
+    def mismatch() -> torch.Tensor:
+        return (encode_all(weights, buffers, x) - targets).pow(2).flatten(1).mean(1)
+
+    input_optimizer = torch.optim.Adam([x], lr=lr, amsgrad=True)
+    if not weights:  # a parameter-free client (the identity): nothing to steal, only x to find
+        model_steps = 0
+    model_optimizer = torch.optim.Adam(list(weights.values()) or [x], lr=lr, amsgrad=True)
+    with ctx.progress.task(description, total=iterations) as advance:
+        for _ in range(iterations):
+            for _ in range(input_steps):
+                loss = mismatch() + tv_weight * squared_total_variation(x) + l2_weight * x.pow(2).flatten(1).mean(1)
+                (x.grad,) = torch.autograd.grad(loss.sum(), [x])
+                input_optimizer.step()
+            for _ in range(model_steps):
+                gradients = torch.autograd.grad(mismatch().sum(), list(weights.values()))
+                for weight, gradient in zip(weights.values(), gradients, strict=True):
+                    weight.grad = gradient
+                model_optimizer.step()
+            advance()
+    return x.detach().clamp(0, 1).cpu()
