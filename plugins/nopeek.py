@@ -31,6 +31,8 @@ activations (the NoPeek evaluation trains a black-box inversion network), so it 
 query-free. It gives the same access facts as ``split`` (its weights exist on the client, so a
 white-box cell runs and shows what a leaked client costs). ``defense.dcor`` (registered here) is the
 distance correlation between the test images and what the client sends, on up to 512 of them.
+``distance_correlation`` itself lives in ``privbench.dependence`` (the harness also scores every
+reconstruction with it, ``attack.dcor``).
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from privbench.api import (
     apply,
     batches,
     check_known_layer,
+    distance_correlation,
     hookimpl,
     layer_problem,
     param,
@@ -56,30 +59,6 @@ from privbench.api import (
 )
 
 DCOR_IMAGES = 512  # test images defense.dcor is measured on (the O(n^2) distance matrices)
-
-
-def double_centred_distances(rows: torch.Tensor) -> torch.Tensor:
-    """A = a - row means - column means + grand mean, a_ij = ||r_i - r_j||_2 (Euclidean).
-
-    The square root is taken of squared distances clamped away from 0 off the diagonal, so its
-    gradient stays finite when two rows coincide; the diagonal is exactly 0."""
-    flat = rows.flatten(1)
-    squared = (flat.unsqueeze(1) - flat.unsqueeze(0)).pow(2).sum(-1)
-    off_diagonal = ~torch.eye(len(flat), dtype=torch.bool, device=flat.device)
-    distances = torch.where(off_diagonal, squared.clamp_min(1e-12).sqrt(), torch.zeros_like(squared))
-    return (distances - distances.mean(0, keepdim=True) - distances.mean(1, keepdim=True)
-            + distances.mean())
-
-
-def distance_correlation(x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-    """Szekely's sample distance correlation dCor(x, z) of two batches (rows = samples), in [0, 1];
-    differentiable."""
-    a, b = double_centred_distances(x), double_centred_distances(z)
-    covariance = (a * b).mean()
-    variances = (a * a).mean() * (b * b).mean()
-    if float(variances.detach()) <= 0:  # a constant batch: no dependence to measure
-        return covariance * 0
-    return (covariance.clamp_min(0) / variances.sqrt()).clamp_min(0).sqrt()
 
 
 class SplitPair(nn.Module):

@@ -17,7 +17,7 @@ constant 0.5 and never clamped during the search, 100 + 100 inner steps. Their o
 (2 x 10^5 steps per image); ``iterations`` defaults to 3 to keep the default matrix affordable (on
 8 x 8 digits, measured on a loaded 2-core machine, 10 images at LeNet relu2 took 72 s for 5 outer
 steps and 465 s for 20), and the count used is part of the cell's attack spec. The authors' code on
-real MNIST at conv1 (measured, REFERENCE-baselines.md Sec. 9) reached SSIM 0.32 raw and 0.60 after
+real MNIST at conv1 (ege-erdogan/unsplit @ 4d972bf, run unchanged but for a driver) reached SSIM 0.32 raw and 0.60 after
 their min-max normalisation with 100 outer steps.
 
 The estimate comes back at a fraction of the true brightness (lambda_l2 and the clone's free scale),

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 from privbench.core import ACCESS, THREAT_MODELS, Artifact, Attack, AttackOutput, Defense, Protection
 from privbench.datasets import Dataset, DatasetSource, LabelTask, digit_task_labels
+from privbench.dependence import blockwise, distance_correlation, rv_distance_correlation
 from privbench.errors import NotApplicable, PrivbenchError
 from privbench.hookspecs import hookimpl
 from privbench.inversion import (
@@ -59,6 +60,7 @@ from privbench.splitting import (
     LENET_LAYERS,
     NOISES,
     RESNET18_LAYERS,
+    TITCOMBE_LAYERS,
     FeaturePerturbation,
     SplitEncoder,
     accepted_layers,
@@ -91,4 +93,5 @@ __all__ = [
     "split_model", "total_variation", "OPTIMIZERS", "from_normalised", "unsplit", "without_random_layers",
     "tv_size_factor", "checked_tv_weight", "Normalize", "ssim_per_image", "layer_problem",
     "train_classifier", "train_decoder", "train_server_on_encoded",
+    "TITCOMBE_LAYERS", "blockwise", "distance_correlation", "rv_distance_correlation",
 ]

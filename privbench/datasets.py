@@ -63,7 +63,7 @@ class DatasetSource(Plugin):
     target: str = param("", "task the service legitimately computes (empty: the dataset's default)")
     private: str = param("", "task that must not leak (empty: the dataset's default)")
     arch: str = param("lenet", "architecture of the service's target model",
-                      choices=("lenet", "lenet5", "he-cifar", "resnet18"))
+                      choices=("lenet", "lenet5", "he-cifar", "resnet18", "titcombe"))
     target_epochs: int = param(30, "epochs to train the unprotected target model", minimum=1)
     resize: int = param(0, "resize images to resize x resize pixels (0: keep)", minimum=0)
     limit: int = param(0, "use at most this many images, a fixed subset (0: all)", minimum=0)

@@ -128,6 +128,16 @@ _builtin("attack.ssim_skimage", "[-1, 1]", "lower", "structural similarity of th
          "that fits a smaller image), K1 0.01, K2 0.03, sample covariance, data_range = max - min of "
          "the reconstruction, as He et al.'s evaluation scripts pass it (1 if it is flat), mean over "
          "the window-valid interior and the channels; mean over the attacked test images", -1, 1)
+_builtin("attack.dcor", "[0, 1]", "lower", "distance correlation between the attacked test images and "
+         "their reconstructions (NoPeek's leakage measure, applied to what the attack recovers)",
+         "Szekely's sample dCor (Euclidean distances) of the flattened originals and reconstructions, "
+         "mean over consecutive near-equal blocks of at most 256 images (the statistic depends on the "
+         "sample size; 256 is Titcombe et al.'s evaluation batch); not reported below 10 images", 0, 1)
+_builtin("attack.rv_dcor", "[0, 1]", "lower", "the squared-distance \"dCor\" of NoPeek implementations "
+         "(InferenceBenchmark, NoPeekNN, Titcombe et al.) between the attacked test images and their "
+         "reconstructions: sqrt(RV coefficient), a linear-dependence measure, to compare with their "
+         "published numbers", "as attack.dcor with squared Euclidean distances, which double-centre "
+         "to -2 x the centred Gram matrix: sqrt(tr(KxKz) / sqrt(tr(Kx^2) tr(Kz^2)))", 0, 1)
 _builtin("attack.psnr_chance", "dB", "none", "PSNR of the uninformed guess",
          "the attacker's mean aux image against each original", 0, PSNR_CAP_DB)
 _builtin("attack.ssim_chance", "[-1, 1]", "none", "SSIM of the uninformed guess",

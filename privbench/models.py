@@ -7,7 +7,8 @@ the first fully connected layer is sized by a dry run. ``he_cifar`` is He et al.
 (three blocks of two 3 x 3 convolutions, fc 512 with a sigmoid, fc classes), its layers named as the
 paper names its split points (conv11, relu22, relu32). ``resnet18`` is torchvision's, with the
 CIFAR-style stem (3 x 3 stride-1 convolution, no max-pool) that small images need. ``lenet5`` is
-LeNet-5 at 32 x 32 as Shredder's and Cloak's MNIST code builds it.
+LeNet-5 at 32 x 32 as Shredder's and Cloak's MNIST code builds it. ``titcombe`` is the MNIST split
+network of Titcombe et al. 2021 (NoPeek's MNIST evaluation), cut after its ``tanh``.
 """
 
 from __future__ import annotations
@@ -170,7 +171,46 @@ def lenet5(shape: tuple[int, int, int], classes: int) -> nn.Sequential:
     ]))
 
 
-ARCHITECTURES = {"lenet": lenet, "lenet5": lenet5, "he-cifar": he_cifar, "resnet18": resnet18}
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081  # the PyTorch MNIST example's normalisation, Titcombe et al.'s
+
+
+def titcombe(shape: tuple[int, int, int], classes: int) -> nn.Sequential:
+    """Titcombe et al.'s MNIST split network ("Practical defences against model inversion attacks
+    for split neural networks", 2021; their repository's ``SplitNN``, src/dpsnn/models.py): client
+    conv1 (C -> 32, 3 x 3), ReLU, conv2 (32 -> 64, 3 x 3), ReLU, 2 x 2 max-pool, flatten, fc1 (-> 500),
+    tanh (they bound what the client sends, for their noise defence); server fc2 (500 -> 128), ReLU,
+    fc3 (-> classes). Cutting after ``tanh`` gives their 500-value intermediate.
+
+    Their pipeline normalises pixels with ToTensor() then Normalize((0.1307,), (0.3081,)); privbench
+    models take [0, 1] pixels, so ``normalize`` does (x - 0.1307) / 0.3081 inside, on every channel.
+    Their server ends in a softmax that their cross-entropy is then applied to (a double softmax);
+    here fc3 returns logits, as every privbench model. On 1 x 28 x 28 fc1 takes 64 x 12 x 12 = 9,216
+    values, as theirs; images smaller than 20 pixels get "same" padding, and fc1 is sized by a dry run.
+    """
+    channels, height, width = shape
+    padding = 1 if min(height, width) < SMALL_IMAGE else 0
+    features = nn.Sequential(OrderedDict([
+        ("normalize", ChannelNormalize((MNIST_MEAN,) * channels, (MNIST_STD,) * channels)),
+        ("conv1", nn.Conv2d(channels, 32, 3, padding=padding)),
+        ("relu1", nn.ReLU()),
+        ("conv2", nn.Conv2d(32, 64, 3, padding=padding)),
+        ("relu2", nn.ReLU()),
+        ("pool", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()),
+    ]))
+    flat = flat_size(features, shape)
+    return nn.Sequential(OrderedDict([
+        *features.named_children(),
+        ("fc1", nn.Linear(flat, 500)),
+        ("tanh", nn.Tanh()),
+        ("fc2", nn.Linear(500, 128)),
+        ("relu3", nn.ReLU()),
+        ("fc3", nn.Linear(128, classes)),
+    ]))
+
+
+ARCHITECTURES = {"lenet": lenet, "lenet5": lenet5, "he-cifar": he_cifar, "resnet18": resnet18,
+                 "titcombe": titcombe}
 
 
 def classifier(arch: str, shape: tuple[int, ...], classes: int) -> nn.Module:

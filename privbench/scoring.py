@@ -8,7 +8,9 @@ which ``privacy.score`` is measured. ``score`` maps an ``AttackOutput`` onto reg
 - reconstructions -> ``attack.psnr``, ``attack.ssim``, their uninformed baselines, and
   privacy.score = clip((1 - ssim) / (1 - ssim_chance), 0, 1); ``attack.ssim_skimage`` next to them
   is SSIM computed the way He et al. did (scikit-image's 7 x 7 uniform window), to compare
-  reproductions with the paper's numbers like with like;
+  reproductions with the paper's numbers like with like; ``attack.dcor`` is the distance
+  correlation between originals and reconstructions (NoPeek's measure) and ``attack.rv_dcor`` its
+  squared-distance variant, sqrt(RV), that Titcombe et al. publish (``privbench.dependence``);
 - predicted labels of the private task (of the target task when the attack predicts only that) ->
   ``attack.accuracy``, ``attack.chance``, ``attack.p_value`` (one-sided binomial test) and
   privacy.score = clip((1 - accuracy) / (1 - chance), 0, 1); predictions of the target task, when
@@ -27,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from privbench.core import Artifact, AttackOutput
+from privbench.dependence import blockwise, distance_correlation, rv_distance_correlation
 from privbench.errors import PrivbenchError
 from privbench.metrics import check_values, clip01, image_grid_png, psnr_per_image, ssim_per_image
 
@@ -102,14 +105,27 @@ def _checked_reconstruction(images, truth: GroundTruth, attack: str) -> torch.Te
     return images.clamp(0, 1)
 
 
+DCOR_MIN_IMAGES = 10  # fewer reconstructions get no attack.dcor: on 2 images any dCor is 1
+
+
+def dependence_metrics(reconstructed: torch.Tensor, originals: torch.Tensor) -> dict[str, float]:
+    """``attack.dcor`` and ``attack.rv_dcor`` of the flattened (original, reconstruction) pairs, each
+    the mean over blocks of at most 256 images; nothing for fewer than ``DCOR_MIN_IMAGES`` images."""
+    if len(originals) < DCOR_MIN_IMAGES:
+        return {}
+    return {"attack.dcor": blockwise(distance_correlation, originals, reconstructed),
+            "attack.rv_dcor": blockwise(rv_distance_correlation, originals, reconstructed)}
+
+
 def reconstruction_metrics(reconstructed: torch.Tensor, truth: GroundTruth) -> dict[str, float]:
-    """``attack.psnr``, ``attack.ssim``, ``attack.ssim_skimage``, the uninformed baselines and
-    ``privacy.score``."""
+    """``attack.psnr``, ``attack.ssim``, ``attack.ssim_skimage``, ``attack.dcor`` and
+    ``attack.rv_dcor``, the uninformed baselines and ``privacy.score``."""
     originals = truth.originals
     guess = truth.aux_mean.expand_as(originals)
     ssim = float(ssim_per_image(reconstructed, originals).mean())
     ssim_chance = float(ssim_per_image(guess, originals).mean())
     return {
+        **dependence_metrics(reconstructed, originals),
         "attack.psnr": float(psnr_per_image(reconstructed, originals).mean()),
         "attack.ssim": ssim,
         "attack.ssim_skimage": float(ssim_skimage_per_image(reconstructed, originals,

@@ -5,9 +5,9 @@ feature perturbations He et al. propose as defenses: shared by the split-model d
 ``split_model(model, layer)`` cuts privbench's lenet, he-cifar or resnet18 (an ``nn.Sequential``)
 after the named ``layer`` into deep copies (f1, f2) whose composition is the model; ``ARCH_LAYERS``
 lists each architecture's layer names (He et al.'s split points: lenet conv1 / relu2, he-cifar
-conv11 / relu22 / relu32). ``FeaturePerturbation`` is v -> (v + eps) (*) M (Gaussian or Laplace eps,
-Bernoulli(1 - r) mask M without rescaling), fresh on every call; ``SplitEncoder`` is f1 followed by
-its perturbation.
+conv11 / relu22 / relu32; Titcombe et al.'s: titcombe tanh). ``FeaturePerturbation`` is
+v -> (v + eps) (*) M (Gaussian or Laplace eps, Bernoulli(1 - r) mask M without rescaling), fresh on
+every call; ``SplitEncoder`` is f1 followed by its perturbation.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ HE_CIFAR_LAYERS = ("normalize", "conv11", "relu11", "conv12", "relu12", "pool1",
 RESNET_STAGES = ("conv1", "bn1", "relu", "maxpool", "layer1", "layer2", "layer3", "layer4", "avgpool")
 RESNET18_LAYERS = ("normalize", "conv1", "bn1", "relu", "layer1", "layer2", "layer3", "layer4",
                    "avgpool", "flatten", "fc")
-ARCH_LAYERS = {"lenet": LENET_LAYERS, "lenet5": LENET5_LAYERS, "he-cifar": HE_CIFAR_LAYERS, "resnet18": RESNET18_LAYERS}
+TITCOMBE_LAYERS = ("normalize", "conv1", "relu1", "conv2", "relu2", "pool", "flatten", "fc1", "tanh",
+                   "fc2", "relu3", "fc3")
+ARCH_LAYERS = {"lenet": LENET_LAYERS, "lenet5": LENET5_LAYERS, "he-cifar": HE_CIFAR_LAYERS, "resnet18": RESNET18_LAYERS,
+               "titcombe": TITCOMBE_LAYERS}
 NOISES = ("none", "gaussian", "laplace")
 
 

@@ -155,8 +155,8 @@ def test_reproduction_config_is_the_notebooks_setting(registry):
     assert cloak.dataset.params["arch"] == "lenet5" and cloak.dataset.params["resize"] == 32
     assert {k: cloak.defense.params[k] for k in ("lam", "rho0", "sigma_min", "sigma_max", "lr",
                                                  "batch_size", "suppress_above", "evaluations")} == {
-        "lam": 3.0, "rho0": -9.0, "sigma_min": 1e-4, "sigma_max": 1.5, "lr": 0.05, "batch_size": 64,
-        "suppress_above": math.inf, "evaluations": 20}  # the notebook's, but lr 0.05 in fewer steps
+        "lam": 3.0, "rho0": -9.0, "sigma_min": 1e-4, "sigma_max": 1.5, "lr": 0.01, "batch_size": 64,
+        "suppress_above": math.inf, "evaluations": 20}
     values = {(row.metric, row.setting.label): row.value for row in repro.rows if row.value is not None}
     assert values == {("defense.noisy_accuracy", "cloak:lam=3"): 0.86196,
                       ("utility.accuracy", "identity"): 0.9929}

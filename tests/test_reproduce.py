@@ -28,6 +28,7 @@ NEEDS = {"attack.ssim_skimage": ("metric", None), "he-cifar": ("dataset", "arch"
 
 # The papers' services classify the 10 digits / classes; these datasets default to coarser tasks.
 PAPER_TASKS = {"mnist": "digit", "cifar10": "class", "digits": "digit"}
+PAPER_TASKS_BY_CONFIG = {"cloak-mnist": {"mnist": "above5"}}  # Cloak's and Shredder's "digit > 5"
 
 
 def invoke(*args):
@@ -59,10 +60,11 @@ def unregistered_needs(registry, config_text: str) -> list[str]:
 
 # -- the shipped configs ---------------------------------------------------------------------------
 
-def test_the_eight_papers_experiments_are_shipped():
+def test_the_papers_experiments_are_shipped():
     assert SHIPPED == sorted(["he2019-mnist", "he2019-cifar10", "he2019-defenses", "disguised-nets-mnist",
                               "disguised-nets-cifar10-lfw", "disguised-nets-sweeps", "dapter-lambda",
-                              "privacy-finetune-celeba"])
+                              "privacy-finetune-celeba", "cloak-mnist", "nopeek-mnist",
+                              "reconstruction-attacks-mnist"])
 
 
 @pytest.mark.parametrize("name", SHIPPED)
@@ -85,7 +87,7 @@ def test_shipped_config_validates_against_the_registry(name, registry):
         assert any(row.in_quick and row.check != "tolerance" for row in repro.rows), \
             "--quick would check nothing"
     for cell in full_cells:  # the service classifies what the paper's does, not a default task
-        expected = PAPER_TASKS.get(cell.dataset.name)
+        expected = {**PAPER_TASKS, **PAPER_TASKS_BY_CONFIG.get(name, {})}.get(cell.dataset.name)
         assert expected is None or cell.dataset.params["target"] == expected, cell.dataset.spec
 
 
@@ -164,6 +166,15 @@ def test_validation_names_the_row_and_what_it_cannot_match(tmp_path, registry, r
     with pytest.raises(PrivbenchError, match="published row 1") as error:
         validate(repro, registry)
     assert message in str(error.value)
+
+
+def test_a_setting_naming_a_default_value_matches_the_cell_that_leaves_it_at_its_default(tmp_path, registry):
+    """A matrix spec drops parameters at their defaults ("noise", not "noise:scale=0.3"); a row that
+    names the default explicitly still finds that cell, and only that one."""
+    header = HEADER.replace('defenses = ["identity", "noise:scale=2.0"]', 'defenses = ["noise", "noise:scale=2.0"]')
+    row = ('setting = { defense = "noise:scale=0.3", attack = "inverse-network" }\nmetric = "attack.ssim"\n'
+           'source = "T1"\nbelow = 1\n')
+    validate(load(write(tmp_path, header + "[[published]]\n" + row)), registry)
 
 
 def test_a_utility_row_needs_no_attack_but_an_attack_row_does(tmp_path, registry):

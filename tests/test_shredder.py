@@ -122,17 +122,22 @@ def test_the_snr_is_the_authors_mean_square_over_noise_variance():
 
 @pytest.mark.slow
 def test_more_noise_lowers_the_snr_and_what_an_inverse_network_recovers(registry, shared_cache, tmp_path):
-    """Measured on digits (parity, 15-epoch target): see the figures asserted below; the default
-    keeps the service within a few points of the unprotected model."""
+    """Digits, parity, 15-epoch target, the inverse network at its default 50 epochs. Measured over
+    seeds 0-2 (noise_init 0.5 / 3 (default) / 20): SNR 1.2-1.4 / 0.05-0.06 / 0.001; SSIM 0.63-0.68 /
+    0.58-0.59 / 0.54-0.55 (default at least 0.043 below 0.5); accuracy 0.97-0.98 / 0.96-0.98 /
+    0.46-0.83 against identity's 0.97-0.99 (seed 0, the one run here: default 0.981 = identity)."""
     from conftest import metrics_by_cell, run_matrix
     store, report = run_matrix(registry, f"sqlite:///{tmp_path / 's.db'}", shared_cache,
                                defenses=[("identity", {}),
-                                         ("shredder", {"noise_init": [0.5, 5.0, 20.0]})],
-                               attacks=[("inverse-network", {"epochs": 15})])
+                                         ("shredder", {"noise_init": [0.5, 3.0, 20.0]})],
+                               attacks=[("inverse-network", {})])
     assert report.failures == []
     runs = {d: v for (d, _, _), v in metrics_by_cell(store).items()}
-    small, default, large = (runs["shredder:noise_init=0.5"], runs["shredder"],
-                             runs["shredder:noise_init=20.0"])
-    assert small["defense.snr"] > default["defense.snr"] > large["defense.snr"], runs
+    identity, small, default, large = (runs["identity"], runs["shredder:noise_init=0.5"], runs["shredder"],
+                                       runs["shredder:noise_init=20.0"])
+    assert small["defense.snr"] > 10 * default["defense.snr"] > 100 * large["defense.snr"], runs
+    assert default["attack.ssim"] < small["attack.ssim"] - 0.02, runs
     assert large["attack.ssim"] < small["attack.ssim"] - 0.05, runs
-    assert default["utility.accuracy"] > runs["identity"]["utility.accuracy"] - 0.05, runs
+    # the default keeps the service; far more noise than the frozen head absorbs in 30 epochs does not
+    assert default["utility.accuracy"] > identity["utility.accuracy"] - 0.03, runs
+    assert large["utility.accuracy"] < default["utility.accuracy"] - 0.1, runs
