@@ -73,9 +73,13 @@ Threat model: Shredder's paper defends against an untrusted cloud that sees z on
 mutual information between images and z and the accuracy of a *clean* classifier on z); it claims
 black-box and query-free protection. It gives the same access facts as ``split`` and ``nopeek``: the
 client half and its noise collection run on the user's device, so a white-box cell runs (the attacker
-then holds f1, every stored (n_k, w_k) and the fitted normals, and optimises through the random
-encoder: the module is deliberately *not* marked as a removable random perturbation, because a clean
-f1 would not match z = f1(x) (*) w + n at all). The features are not image-like.
+then holds f1, every stored (n_k, w_k) and the fitted normals). The collection is marked as a random
+perturbation, as the feature noise of ``noise`` and Cloak's are: an attacker that optimises a
+deterministic map leaves it out, so UnSplit's architecture-only clone is f1 alone (a clone of the
+collection would hold untrained zeros, and its random draws cannot run under UnSplit's ``vmap``), and
+rMLE's default (``through=clean``) inverts the clean f1 against z = f1(x) (*) w + n; ``rmle:through=
+perturbed`` optimises through the collection with its stored (n_k, w_k), the stronger white-box
+attacker. The features are not image-like.
 
 ``defense.snr`` (registered here) is the authors' signal-to-noise ratio,
 mean(f1(x)^2) / var(f1(x) - z) over the elements of a batch of up to 1024 test images (their test
@@ -163,6 +167,8 @@ def rank_preserving_redraw(weights: torch.Tensor) -> torch.Tensor:
 class ShredderCollection(nn.Module):
     """The stored (n_k, w_k), k = 1..K; each image gets a random k, n_k and a rank-preserving redraw
     of w_k, fresh on every call."""
+
+    random_perturbation = True  # left out by attackers that optimise a deterministic map (module doc)
 
     def __init__(self, samples: int, shape: tuple[int, ...]) -> None:
         super().__init__()
