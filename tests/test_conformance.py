@@ -17,6 +17,7 @@ FAST = {  # each attack at a size that runs in seconds; the kit runs it twice
     "rmle": {"iterations": 20, "images": 10},
     "shadow": {"epochs": 2, "iterations": 20, "images": 10},
     "known-plaintext": {"pairs": 50},
+    "unsplit": {"iterations": 1, "input_steps": 5, "model_steps": 5, "images": 4},
 }
 DATASETS = {"class-membership": {"target": "digit"}}  # needs >= 4 target classes
 
