@@ -65,9 +65,9 @@ from torch import nn
 
 from privbench.api import (
     Decoder,
-    Defense,
     Protection,
     SplitEncoder,
+    SplitFeatureDefense,
     batches,
     check_known_layer,
     hookimpl,
@@ -120,22 +120,15 @@ class ProxyAdversaries(nn.Module):
 
 
 @dataclass
-class Adversarial(Defense):
+class Adversarial(SplitFeatureDefense):
     """Train f1 and f2 for the task against proxy adversaries (DeepObfuscator, AIOI)."""
 
     name: ClassVar[str] = "adversarial"
     summary: ClassVar[str] = ("split inference with the client trained against proxy adversaries: "
                               "a private-attribute classifier (AIOI's budgeted KL to the prior) "
                               "and/or a decoder it maximises (DeepObfuscator)")
-    gives: ClassVar[frozenset[str]] = frozenset({"query", "white-box", "architecture", "server",
-                                                   "known-pairs"})
-    claims: ClassVar[frozenset[str]] = frozenset({"black-box", "query-free"})
-    withheld_reasons: ClassVar[dict[str, str]] = {
-        "image-like": "defense 'adversarial' sends intermediate features f1(x), not images shaped "
-                      "like the input"}
     cost_hint: ClassVar[float] = 1.5  # the encoder is the split client; fit trains proxy adversaries too
 
-    layer: str = param("relu2", "last layer on the client (as split's)")
     adversary: str = param("attribute", "proxy adversary: attribute (private-task classifier, AIOI), "
                                         "reconstruction (decoder, DeepObfuscator) or both",
                            choices=ADVERSARIES)

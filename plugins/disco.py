@@ -72,15 +72,13 @@ from torch import nn
 
 from privbench.api import (
     Decoder,
-    Defense,
     MetricSpec,
     Protection,
+    SplitFeatureDefense,
     apply,
     batches,
-    check_known_layer,
     classifier,
     hookimpl,
-    layer_problem,
     mlp,
     param,
     split_model,
@@ -144,22 +142,15 @@ def sent_shape(client: nn.Module, image_shape: tuple[int, ...]) -> tuple[int, ..
 
 
 @dataclass
-class Disco(Defense):
+class Disco(SplitFeatureDefense):
     """Train f1, f2, a channel pruner and a proxy adversary in DISCO's min-max (Singh et al.)."""
 
     name: ClassVar[str] = "disco"
     summary: ClassVar[str] = ("split inference with a learned per-input soft channel mask trained "
                               "against a proxy adversary (private attribute or reconstruction): "
                               "pruner minimises (1 - alpha) task - alpha adversary (Singh et al., DISCO)")
-    gives: ClassVar[frozenset[str]] = frozenset({"query", "white-box", "architecture", "server",
-                                                   "known-pairs"})
-    claims: ClassVar[frozenset[str]] = frozenset({"black-box", "query-free"})
-    withheld_reasons: ClassVar[dict[str, str]] = {
-        "image-like": "defense 'disco' sends masked intermediate features f1(x) (*) m, not images "
-                      "shaped like the input"}
     cost_hint: ClassVar[float] = 2  # a pruner network beside the client; fit trains four networks
 
-    layer: str = param("relu2", "last layer on the client (as split's)")
     ratio: float = param(0.5, "R: pruning ratio, the mask threshold is the score at sorted index "
                               "floor(C * R) (reference benchmark: 0.99 for 128 channels; 0.5 keeps 7 "
                               "of lenet's 16 at relu2)", minimum=0.0, maximum=0.99)
@@ -176,15 +167,6 @@ class Disco(Defense):
     lr: float = param(1e-3, "Adam learning rate of all four networks (amsgrad, as privbench's target "
                             "model)", minimum=0.0)
     batch_size: int = param(32, "images per batch", minimum=1)
-
-    @classmethod
-    def from_params(cls, raw=None):
-        defense = super().from_params(raw)
-        check_known_layer(cls.name, defense.layer)
-        return defense
-
-    def check_data(self, facts) -> str | None:
-        return layer_problem(self.name, self.layer, facts.arch)
 
     # -- the networks -------------------------------------------------------------------------------
 

@@ -44,16 +44,14 @@ import torch
 from torch import nn
 
 from privbench.api import (
-    Defense,
     MetricSpec,
     Protection,
     SplitEncoder,
+    SplitFeatureDefense,
     apply,
     batches,
-    check_known_layer,
     distance_correlation,
     hookimpl,
-    layer_problem,
     param,
     split_model,
 )
@@ -75,36 +73,20 @@ class SplitPair(nn.Module):
 
 
 @dataclass
-class NoPeek(Defense):
+class NoPeek(SplitFeatureDefense):
     """Train the split model with cross-entropy plus alpha times dCor(x, f1(x)) (Vepakomma et al.)."""
 
     name: ClassVar[str] = "nopeek"
     summary: ClassVar[str] = ("split inference with the client trained to lower the distance "
                               "correlation between its input and output: CE + alpha * dCor(x, f1(x)) "
                               "(Vepakomma et al., NoPeek)")
-    gives: ClassVar[frozenset[str]] = frozenset({"query", "white-box", "architecture", "server",
-                                                   "known-pairs"})
-    claims: ClassVar[frozenset[str]] = frozenset({"black-box", "query-free"})
-    withheld_reasons: ClassVar[dict[str, str]] = {
-        "image-like": "defense 'nopeek' sends intermediate features f1(x), not images shaped like "
-                      "the input"}
 
-    layer: str = param("relu2", "last layer on the client (as split's)")
     alpha: float = param(0.3, "alpha: weight of dCor(x, f1(x)) beside the cross-entropy (NoPeek code: "
                               "0.05 ... 1.0 on MNIST)", minimum=0.0)
     epochs: int = param(0, "joint training epochs (0: the scenario's target_epochs)", minimum=0)
     lr: float = param(1e-3, "Adam learning rate (amsgrad, as privbench's target model)", minimum=0.0)
     batch_size: int = param(32, "images per batch: dCor is a per-batch statistic (NoPeek code: 32)",
                             minimum=4)
-
-    @classmethod
-    def from_params(cls, raw=None):
-        defense = super().from_params(raw)
-        check_known_layer(cls.name, defense.layer)
-        return defense
-
-    def check_data(self, facts) -> str | None:
-        return layer_problem(self.name, self.layer, facts.arch)
 
     def build(self, facts) -> Protection:
         client, server = split_model(facts.service_classifier(), self.layer, facts.arch)

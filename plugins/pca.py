@@ -56,12 +56,11 @@ import torch
 from torch import nn
 
 from privbench.api import (
-    Defense,
     MetricSpec,
     PrivbenchError,
     Protection,
+    SplitFeatureDefense,
     apply,
-    check_known_layer,
     feature_size,
     hookimpl,
     layer_problem,
@@ -107,29 +106,17 @@ class PCAEncoder(nn.Module):
 
 
 @dataclass
-class PCA(Defense):
+class PCA(SplitFeatureDefense):
     """Send the top-k principal components of the split client's features, basis fitted once."""
 
     name: ClassVar[str] = "pca"
     summary: ClassVar[str] = ("split inference sending k principal components of the client's "
                               "features (basis and mean fitted once on the owner's data); server "
                               "trained on the projections")
-    gives: ClassVar[frozenset[str]] = frozenset({"query", "white-box", "architecture", "server",
-                                                   "known-pairs"})
-    claims: ClassVar[frozenset[str]] = frozenset({"black-box", "query-free"})
-    withheld_reasons: ClassVar[dict[str, str]] = {
-        "image-like": "defense 'pca' sends k principal-component coordinates, not images shaped "
-                      "like the input"}
     cost_hint: ClassVar[float] = 1.0  # a frozen client, one SVD and a small perceptron
 
     layer: str = param("relu2", "last layer of the client whose features are projected (as split's)")
     k: int = param(10, "k: principal components sent (InferenceBenchmark: 10)", minimum=1)
-
-    @classmethod
-    def from_params(cls, raw=None):
-        defense = super().from_params(raw)
-        check_known_layer(cls.name, defense.layer)
-        return defense
 
     def feature_dimension(self, facts) -> int:
         """D, how many features the client computes at ``layer`` (a dry run of an untrained copy)."""

@@ -98,13 +98,12 @@ from torch import nn
 
 from privbench.api import (
     ARCH_LAYERS,
-    Defense,
     MetricSpec,
     PrivbenchError,
     Protection,
     SplitEncoder,
+    SplitFeatureDefense,
     batches,
-    check_known_layer,
     hookimpl,
     layer_problem,
     param,
@@ -202,7 +201,7 @@ def frozen(module: nn.Module) -> nn.Module:
 
 
 @dataclass
-class Shredder(Defense):
+class Shredder(SplitFeatureDefense):
     """Train (n, w) at the cut of the frozen target model with NLL + lambda * SH2's contrastive term;
     serve a random stored sample per image (Mireshghallah et al., Shredder)."""
 
@@ -210,13 +209,9 @@ class Shredder(Defense):
     summary: ClassVar[str] = ("frozen split model with learned noise at the cut, z = f1(x) * w + n, "
                               "trained with NLL + lambda * a same/different-label contrastive term; "
                               "a random stored (n, w) per image (Mireshghallah et al., Shredder)")
-    gives: ClassVar[frozenset[str]] = frozenset({"query", "white-box", "architecture", "server",
-                                                   "known-pairs"})
-    claims: ClassVar[frozenset[str]] = frozenset({"black-box", "query-free"})
-    withheld_reasons: ClassVar[dict[str, str]] = {
-        "image-like": "defense 'shredder' sends noisy intermediate features f1(x) * w + n, not images "
-                      "shaped like the input"}
     cost_hint: ClassVar[float] = 1.0
+
+    layer_rules: ClassVar[tuple[str, ...]] = ("auto",)
 
     layer: str = param("auto", "last layer on the client, or auto: " + ", ".join(
         f"{arch} {layer}" for arch, layer in AUTO_LAYERS.items()) + " (SH2 cuts LeNet-5 after c5)")
@@ -234,13 +229,6 @@ class Shredder(Defense):
     weight_decay: float = param(0.0, "L2 decay on n and w as Adam couples it (SH2's final loop: 0; "
                                      "their first optimiser: -0.01, which grows the noise)",
                                 minimum=-1.0, maximum=1.0)
-
-    @classmethod
-    def from_params(cls, raw=None):
-        defense = super().from_params(raw)
-        if defense.layer != "auto":
-            check_known_layer(cls.name, defense.layer)
-        return defense
 
     def cut(self, arch: str) -> str:
         return AUTO_LAYERS[arch] if self.layer == "auto" else self.layer

@@ -57,15 +57,13 @@ import torch
 from torch import nn
 
 from privbench.api import (
-    Defense,
     MetricSpec,
     Protection,
     SplitEncoder,
+    SplitFeatureDefense,
     apply,
     batches,
-    check_known_layer,
     hookimpl,
-    layer_problem,
     param,
     split_model,
 )
@@ -106,22 +104,15 @@ class SiameseEncoder(SplitEncoder):
 
 
 @dataclass
-class Siamese(Defense):
+class Siamese(SplitFeatureDefense):
     """Fine-tune the split client with alpha * contrastive + (1 - alpha) * CE (Osia et al.)."""
 
     name: ClassVar[str] = "siamese"
     summary: ClassVar[str] = ("split inference with the client fine-tuned on alpha * contrastive "
                               "loss over target-task pairs + (1 - alpha) * CE (Osia et al., Siamese "
                               "embedding)")
-    gives: ClassVar[frozenset[str]] = frozenset({"query", "white-box", "architecture", "server",
-                                                   "known-pairs"})
-    claims: ClassVar[frozenset[str]] = frozenset({"black-box", "query-free"})
-    withheld_reasons: ClassVar[dict[str, str]] = {
-        "image-like": "defense 'siamese' sends intermediate features f1(x), not images shaped like "
-                      "the input"}
     cost_hint: ClassVar[float] = 1.0  # fine-tunes the small target model once
 
-    layer: str = param("relu2", "last layer on the client (as split's)")
     alpha: float = param(0.5, "alpha: weight of the contrastive loss in the client's loss, CE "
                               "weighted 1 - alpha (InferenceBenchmark: 0.005)", minimum=0.0, maximum=1.0)
     margin: float = param(0.0, "m: contrastive margin in feature units (0: the median pairwise "
@@ -131,15 +122,6 @@ class Siamese(Defense):
     lr: float = param(1e-3, "Adam learning rate (amsgrad, as privbench's target model)", minimum=0.0)
     batch_size: int = param(32, "images per batch: the contrastive pairs are formed within it",
                             minimum=2)
-
-    @classmethod
-    def from_params(cls, raw=None):
-        defense = super().from_params(raw)
-        check_known_layer(cls.name, defense.layer)
-        return defense
-
-    def check_data(self, facts) -> str | None:
-        return layer_problem(self.name, self.layer, facts.arch)
 
     def build(self, facts) -> Protection:
         client, server = split_model(facts.service_classifier(), self.layer, facts.arch, owner=self.name)

@@ -14,11 +14,15 @@ from __future__ import annotations
 
 import copy
 from collections import OrderedDict
+from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
+from privbench.core import Defense
 from privbench.errors import PrivbenchError
+from privbench.params import param
 
 LENET_LAYERS = ("normalize", "conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1",
                 "relu3", "fc2", "relu4", "fc3")
@@ -170,3 +174,43 @@ def feature_size(encoder: nn.Module, image_shape: tuple[int, ...]) -> int:
     device = parameter.device if parameter is not None else torch.device("cpu")
     with torch.no_grad():
         return int(encoder.eval()(torch.zeros(1, *image_shape, device=device)).numel())
+
+
+# --- the declarations every defense that sends f1(x) shares ---------------------------------------
+
+
+
+@dataclass
+class SplitFeatureDefense(Defense):
+    """The common ground of the defenses that send the features f1(x) of the service's model cut at
+    ``layer`` (nopeek, disco, adversarial, siamese, pca, shredder).
+
+    The client's weights exist on the user's device, so every access fact but image-like is given
+    (a white-box cell shows what a leaked client costs); such defenses are built against attackers
+    who only see or query what the client sends, so they claim black-box and query-free. The layer
+    is checked when the spec is read (a name no architecture has) and against the scenario's
+    architecture (``check_data``)."""
+
+    gives: ClassVar[frozenset[str]] = frozenset({"query", "white-box", "architecture", "server",
+                                                   "known-pairs"})
+    claims: ClassVar[frozenset[str]] = frozenset({"black-box", "query-free"})
+    # ``layer`` values that name no layer but a rule of the defense (shredder's ``auto``)
+    layer_rules: ClassVar[tuple[str, ...]] = ()
+
+    layer: str = param("relu2", "last layer on the client (as split's)")
+
+    def withheld_reason(self, fact: str) -> str:
+        if fact == "image-like":
+            return (f"defense '{self.name}' sends intermediate features f1(x), not images shaped "
+                    "like the input")
+        return super().withheld_reason(fact)
+
+    @classmethod
+    def from_params(cls, raw=None):
+        defense = super().from_params(raw)
+        if defense.layer not in cls.layer_rules:
+            check_known_layer(cls.name, defense.layer)
+        return defense
+
+    def check_data(self, facts) -> str | None:
+        return layer_problem(self.name, self.layer, facts.arch)
