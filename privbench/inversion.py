@@ -274,7 +274,9 @@ def unsplit(clones: list[nn.Module], targets: torch.Tensor, image_shape: tuple[i
     def encode_one(params, buffer, image):
         return functional_call(base, (params, buffer), (image.unsqueeze(0),)).squeeze(0)
 
-    encode_all = vmap(encode_one)
+    # an encoder that draws noise of its own (pixelation's Laplace noise, a disguise's noise; not
+    # marked as a removable perturbation) draws it afresh for every target and every step
+    encode_all = vmap(encode_one, randomness="different")
 
     def mismatch() -> torch.Tensor:
         return (encode_all(weights, buffers, x) - targets).pow(2).flatten(1).mean(1)

@@ -100,3 +100,22 @@ def test_a_shallow_split_leaks_more_to_unsplit_than_a_deep_one(registry, shared_
     assert report.failures == []
     ssim = {d: m["attack.ssim"] for (d, _, _), m in metrics_by_cell(store).items()}
     assert ssim["split:layer=conv1"] > ssim["split"] + 0.1, ssim
+
+
+class NoisyClient(torch.nn.Module):
+    """A client that adds noise of its own on every call (as pixelation's and a disguise's do)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.scale = torch.nn.Parameter(torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * x + 0.01 * torch.randn_like(x)
+
+
+def test_a_client_that_draws_its_own_noise_is_searched_through_fresh_draws():
+    targets = torch.rand(3, 1, 8, 8)
+    recovered = unsplit([NoisyClient() for _ in range(3)], targets, (1, 8, 8), Context, iterations=2,
+                        input_steps=10, model_steps=10, tv_weight=0.1, l2_weight=1.0, lr=1e-2,
+                        description="test")
+    assert recovered.shape == targets.shape and torch.isfinite(recovered).all()
