@@ -213,8 +213,9 @@ def cheaters():
 
 
 def test_the_kit_catches_an_attack_that_reads_the_harness(cheaters):
-    from privbench.testing import check_no_decoy_match
     import gc
+
+    from privbench.testing import check_no_decoy_match
     kwargs = {"defense": "identity", "dataset_params": {"limit": 400, "target_epochs": 2}}
     gc.collect()  # earlier tests' unreachable harnesses would otherwise be the first the cheat finds
     with pytest.raises(AssertionError, match="decoy test images"):

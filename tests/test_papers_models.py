@@ -99,7 +99,8 @@ def test_an_unknown_layer_names_every_architectures_layers():
     message = error.value.format_message()
     assert "\n" not in message and "'ReLU99'" in message
     assert "he-cifar: " + ", ".join(HE_CIFAR_LAYERS) in message
-    with pytest.raises(PrivbenchError, match="unknown architecture 'vgg'; accepted: lenet, lenet5, he-cifar, resnet18, titcombe"):
+    accepted = "lenet, lenet5, he-cifar, resnet18, titcombe"
+    with pytest.raises(PrivbenchError, match=f"unknown architecture 'vgg'; accepted: {accepted}"):
         accepted_layers("vgg")
 
 
