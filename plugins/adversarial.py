@@ -68,12 +68,11 @@ from privbench.api import (
     Protection,
     SplitEncoder,
     SplitFeatureDefense,
-    batches,
-    check_known_layer,
+    adam,
     hookimpl,
-    layer_problem,
     mlp,
     param,
+    shuffled_epochs,
     split_model,
     ssim_per_image,
 )
@@ -147,14 +146,8 @@ class Adversarial(SplitFeatureDefense):
                             "model)", minimum=0.0)
     batch_size: int = param(32, "images per batch", minimum=1)
 
-    @classmethod
-    def from_params(cls, raw=None):
-        defense = super().from_params(raw)
-        check_known_layer(cls.name, defense.layer)
-        return defense
-
     def check_data(self, facts) -> str | None:
-        problem = layer_problem(self.name, self.layer, facts.arch)
+        problem = super().check_data(facts)
         if problem is None and self.uses("attribute"):
             ceiling = math.log(facts.classes(facts.private_task))
             if self.budget >= ceiling:
@@ -224,16 +217,13 @@ class Adversarial(SplitFeatureDefense):
         images, labels = owner.images, owner.labels()
         secrets = owner.labels(facts.private_task)
         prior = class_prior(secrets, facts.classes(facts.private_task)).to(device)
-        generator = torch.Generator().manual_seed(owner.seed)
-        epochs = self.epochs or facts.target_epochs
-        with owner.progress.task(f"adversarial: split at {self.layer}, {self.adversary} adversary",
-                                 total=epochs) as advance:
-            for _ in range(epochs):
-                for index in batches(len(images), self.batch_size, True, generator):
-                    x, y, s = images[index].to(device), labels[index].to(device), secrets[index].to(device)
-                    self.adversary_step(client, adversaries, adversary_optimizer, x, s)
-                    self.client_step(client, server, adversaries, service_optimizer, x, y, prior)
-                advance()
+        for epoch in shuffled_epochs(owner, len(images), epochs=self.epochs or facts.target_epochs,
+                                     batch_size=self.batch_size,
+                                     description=f"adversarial: split at {self.layer}, {self.adversary} adversary"):
+            for index in epoch:
+                x, y, s = images[index].to(device), labels[index].to(device), secrets[index].to(device)
+                self.adversary_step(client, adversaries, adversary_optimizer, x, s)
+                self.client_step(client, server, adversaries, service_optimizer, x, y, prior)
         networks.eval()
 
     def adversary_step(self, client: nn.Module, adversaries: ProxyAdversaries,
@@ -258,10 +248,6 @@ class Adversarial(SplitFeatureDefense):
         loss.backward()
         optimizer.step()
         return float(loss.detach())
-
-
-def adam(parameters, lr: float) -> torch.optim.Optimizer:
-    return torch.optim.Adam(parameters, lr=lr, eps=1e-3, amsgrad=True)
 
 
 @hookimpl

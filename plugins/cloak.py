@@ -84,9 +84,9 @@ from privbench.api import (
     PrivbenchError,
     Protection,
     apply,
-    batches,
     hookimpl,
     param,
+    shuffled_epochs,
 )
 
 
@@ -218,16 +218,14 @@ class Cloak(Defense):
         server.to(device)
         optimizer = torch.optim.Adam(encoder.parameters(), lr=self.lr)
         images, labels = owner.images, owner.labels()
-        generator = torch.Generator().manual_seed(owner.seed)
-        with owner.progress.task(f"cloak: noise (lambda {self.lam:g})", total=self.epochs) as advance:
-            for _ in range(self.epochs):
-                for index in batches(len(images), self.batch_size, True, generator):
-                    x, y = images[index].to(device), labels[index].to(device)
-                    loss = cloak_loss(server(encoder(x)), y, encoder.sigma(), self.lam)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                advance()
+        for epoch in shuffled_epochs(owner, len(images), epochs=self.epochs, batch_size=self.batch_size,
+                                     description=f"cloak: noise (lambda {self.lam:g})"):
+            for index in epoch:
+                x, y = images[index].to(device), labels[index].to(device)
+                loss = cloak_loss(server(encoder(x)), y, encoder.sigma(), self.lam)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
         return encoder.eval()
 
     def evaluate(self, protection, data) -> dict[str, float]:

@@ -75,12 +75,13 @@ from privbench.api import (
     MetricSpec,
     Protection,
     SplitFeatureDefense,
+    adam,
     apply,
-    batches,
     classifier,
     hookimpl,
     mlp,
     param,
+    shuffled_epochs,
     split_model,
 )
 
@@ -211,21 +212,19 @@ class Disco(SplitFeatureDefense):
         device = owner.device
         networks = nn.ModuleDict({"encoder": encoder, "server": server, "adversary": adversary})
         networks.to(device).train()
-        optimizers = {name: torch.optim.Adam(params, lr=self.lr, eps=1e-3, amsgrad=True)
+        optimizers = {name: adam(params, self.lr)
                       for name, params in (("service", [*encoder.client.parameters(), *server.parameters()]),
                                            ("pruner", list(encoder.pruner.parameters())),
                                            ("adversary", list(adversary.parameters())))}
         images, labels = owner.images, owner.labels()
         secrets = owner.labels(owner.facts.private_task)
-        generator = torch.Generator().manual_seed(owner.seed)
-        epochs = self.epochs or owner.facts.target_epochs
-        with owner.progress.task(f"disco: split at {self.layer}, R {self.ratio:g}, alpha {self.alpha:g}, "
-                                 f"{self.adversary} adversary", total=epochs) as advance:
-            for _ in range(epochs):
-                for index in batches(len(images), self.batch_size, True, generator):
-                    self.step(encoder, server, adversary, optimizers, images[index].to(device),
-                              labels[index].to(device), secrets[index].to(device))
-                advance()
+        description = (f"disco: split at {self.layer}, R {self.ratio:g}, alpha {self.alpha:g}, "
+                       f"{self.adversary} adversary")
+        for epoch in shuffled_epochs(owner, len(images), epochs=self.epochs or owner.facts.target_epochs,
+                                     batch_size=self.batch_size, description=description):
+            for index in epoch:
+                self.step(encoder, server, adversary, optimizers, images[index].to(device),
+                          labels[index].to(device), secrets[index].to(device))
         networks.eval()
 
     def step(self, encoder: ObfuscatedClient, server: nn.Module, adversary: nn.Module,

@@ -48,11 +48,12 @@ from privbench.api import (
     Protection,
     SplitEncoder,
     SplitFeatureDefense,
+    adam,
     apply,
-    batches,
     distance_correlation,
     hookimpl,
     param,
+    shuffled_epochs,
     split_model,
 )
 
@@ -101,22 +102,20 @@ class NoPeek(SplitFeatureDefense):
         """Adam (amsgrad) on CE + alpha * dCor per batch (eq. 3), for ``epochs`` epochs."""
         device = owner.device
         pair.to(device).train()
-        optimizer = torch.optim.Adam(pair.parameters(), lr=self.lr, eps=1e-3, amsgrad=True)
+        optimizer = adam(pair.parameters(), self.lr)
         images, labels = owner.images, owner.labels()
-        generator = torch.Generator().manual_seed(owner.seed)
-        epochs = self.epochs or owner.facts.target_epochs
-        with owner.progress.task(f"nopeek: split at {self.layer}, alpha {self.alpha:g}", total=epochs) as advance:
-            for _ in range(epochs):
-                for index in batches(len(images), self.batch_size, True, generator):
-                    x, y = images[index].to(device), labels[index].to(device)
-                    logits, activations = pair(x)
-                    loss = nn.functional.cross_entropy(logits, y)
-                    if self.alpha:
-                        loss = loss + self.alpha * distance_correlation(x, activations)
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                advance()
+        for epoch in shuffled_epochs(owner, len(images), epochs=self.epochs or owner.facts.target_epochs,
+                                     batch_size=self.batch_size,
+                                     description=f"nopeek: split at {self.layer}, alpha {self.alpha:g}"):
+            for index in epoch:
+                x, y = images[index].to(device), labels[index].to(device)
+                logits, activations = pair(x)
+                loss = nn.functional.cross_entropy(logits, y)
+                if self.alpha:
+                    loss = loss + self.alpha * distance_correlation(x, activations)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
         return pair.eval()
 
     def evaluate(self, protection, data) -> dict[str, float]:

@@ -63,7 +63,6 @@ from privbench.api import (
     apply,
     feature_size,
     hookimpl,
-    layer_problem,
     param,
     split_model,
     train_server_on_encoded,
@@ -124,7 +123,7 @@ class PCA(SplitFeatureDefense):
         return feature_size(client, facts.image_shape)
 
     def check_data(self, facts) -> str | None:
-        problem = layer_problem(self.name, self.layer, facts.arch)
+        problem = super().check_data(facts)
         if problem:
             return problem
         dimension = self.feature_dimension(facts)

@@ -72,16 +72,14 @@ from torch import nn
 
 from privbench.api import (
     LENET_LAYERS,
-    Defense,
     FeaturePerturbation,
     Protection,
     SplitEncoder,
+    SplitFeatureDefense,
     apply,
-    check_known_layer,
     feature_size,
     fit,
     hookimpl,
-    layer_problem,
     param,
     split_model,
 )
@@ -143,15 +141,13 @@ def center_distance(features: torch.Tensor, labels: torch.Tensor, classes: int) 
 
 
 @dataclass
-class PrivacyFinetune(Defense):
+class PrivacyFinetune(SplitFeatureDefense):
     """Fine-tune the target model with a center loss at ``layer``, then split it there."""
 
     name: ClassVar[str] = "privacy-finetune"
     summary: ClassVar[str] = ("fine-tune the target model with a center loss on mid-network "
                               "features (+ noise), split it there (Prodomo); the service holds the "
                               "client weights unless client_weights=closed")
-    gives: ClassVar[frozenset[str]] = frozenset({"query", "white-box", "architecture", "server",
-                                                 "known-pairs"})
     claims: ClassVar[frozenset[str]] = frozenset({"white-box", "black-box", "query-free"})  # service has the weights
     withheld_reasons: ClassVar[dict[str, str]] = {
         "white-box": "defense 'privacy-finetune' with client_weights=closed: the client half ships "
@@ -175,15 +171,6 @@ class PrivacyFinetune(Defense):
 
     def access(self) -> frozenset[str]:
         return self.gives if self.client_weights == "service" else self.gives - {"white-box"}
-
-    @classmethod
-    def from_params(cls, raw=None):
-        defense = super().from_params(raw)
-        check_known_layer(cls.name, defense.layer)
-        return defense
-
-    def check_data(self, facts) -> str | None:
-        return layer_problem(self.name, self.layer, facts.arch)
 
     def build(self, facts) -> Protection:
         """A freshly initialised model of the service's architecture, cut at ``layer``."""

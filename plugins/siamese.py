@@ -61,10 +61,11 @@ from privbench.api import (
     Protection,
     SplitEncoder,
     SplitFeatureDefense,
+    adam,
     apply,
-    batches,
     hookimpl,
     param,
+    shuffled_epochs,
     split_model,
 )
 
@@ -141,27 +142,23 @@ class Siamese(SplitFeatureDefense):
         client.to(device).train()
         server.to(device).train()
         client_parameters, server_parameters = list(client.parameters()), list(server.parameters())
-        optimizer = torch.optim.Adam(client_parameters + server_parameters, lr=self.lr, eps=1e-3,
-                                     amsgrad=True)
+        optimizer = adam(client_parameters + server_parameters, self.lr)
         images, labels = owner.images, owner.labels()
-        generator = torch.Generator().manual_seed(owner.seed)
-        epochs = self.epochs or owner.facts.target_epochs
-        with owner.progress.task(f"siamese: split at {self.layer}, alpha {self.alpha:g}, "
-                                 f"margin {margin:.3g}", total=epochs) as advance:
-            for _ in range(epochs):
-                for index in batches(len(images), self.batch_size, True, generator):
-                    x, y = images[index].to(device), labels[index].to(device)
-                    features = client(x)
-                    cross_entropy = nn.functional.cross_entropy(server(features), y)
-                    client_loss = ((1 - self.alpha) * cross_entropy
-                                   + self.alpha * contrastive_loss(features, y, margin))
-                    client_grads = torch.autograd.grad(client_loss, client_parameters, retain_graph=True)
-                    server_grads = torch.autograd.grad(cross_entropy, server_parameters)
-                    for parameter, grad in zip(client_parameters + server_parameters,
-                                               client_grads + server_grads, strict=True):
-                        parameter.grad = grad
-                    optimizer.step()
-                advance()
+        description = f"siamese: split at {self.layer}, alpha {self.alpha:g}, margin {margin:.3g}"
+        for epoch in shuffled_epochs(owner, len(images), epochs=self.epochs or owner.facts.target_epochs,
+                                     batch_size=self.batch_size, description=description):
+            for index in epoch:
+                x, y = images[index].to(device), labels[index].to(device)
+                features = client(x)
+                cross_entropy = nn.functional.cross_entropy(server(features), y)
+                client_loss = ((1 - self.alpha) * cross_entropy
+                               + self.alpha * contrastive_loss(features, y, margin))
+                client_grads = torch.autograd.grad(client_loss, client_parameters, retain_graph=True)
+                server_grads = torch.autograd.grad(cross_entropy, server_parameters)
+                for parameter, grad in zip(client_parameters + server_parameters,
+                                           client_grads + server_grads, strict=True):
+                    parameter.grad = grad
+                optimizer.step()
 
     def evaluate(self, protection, data) -> dict[str, float]:
         return {"defense.siamese_margin": float(protection.encoder.margin)}

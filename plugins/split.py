@@ -53,14 +53,12 @@ from privbench.api import (
     LENET_LAYERS,
     NOISES,
     RESNET18_LAYERS,
-    Defense,
     FeaturePerturbation,
     Protection,
     SplitEncoder,
-    check_known_layer,
+    SplitFeatureDefense,
     feature_size,
     hookimpl,
-    layer_problem,
     param,
     split_model,
     train_classifier,
@@ -68,7 +66,7 @@ from privbench.api import (
 
 
 @dataclass
-class Split(Defense):
+class Split(SplitFeatureDefense):
     """Cut the target model at ``layer``; perturb the features the client sends (He et al.)."""
 
     name: ClassVar[str] = "split"
@@ -77,12 +75,7 @@ class Split(Defense):
                               + ", ".join(RESNET18_LAYERS) + "; he-cifar: "
                               + ", ".join(HE_CIFAR_LAYERS) + "), optional noise or dropout on "
                               "the features (He et al.)")
-    gives: ClassVar[frozenset[str]] = frozenset({"query", "white-box", "architecture", "server",
-                                                   "known-pairs"})
     claims: ClassVar[frozenset[str]] = frozenset({"white-box", "black-box", "query-free"})  # He et al., Sec. 7.4
-    withheld_reasons: ClassVar[dict[str, str]] = {
-        "image-like": "defense 'split' sends intermediate features f1(x), not images shaped like "
-                      "the input"}
 
     layer: str = param("relu2", "last layer on the client (He et al.'s MNIST split points: conv1, "
                        "relu2); lenet layers: " + ", ".join(LENET_LAYERS) + "; resnet18 layers: "
@@ -97,17 +90,8 @@ class Split(Defense):
     finetune_server: bool = param(False, "fine-tune a copy of the server part on perturbed features")
     finetune_epochs: int = param(10, "epochs of the server fine-tuning (Adam, lr 1e-3)", minimum=1)
 
-    @classmethod
-    def from_params(cls, raw=None):
-        defense = super().from_params(raw)
-        check_known_layer(cls.name, defense.layer)
-        return defense
-
     def perturbation(self) -> FeaturePerturbation:
         return FeaturePerturbation(self.feature_noise, self.noise_scale, self.dropout)
-
-    def check_data(self, facts) -> str | None:
-        return layer_problem(self.name, self.layer, facts.arch)
 
     def build(self, facts) -> Protection:
         """A freshly initialised model of the service's architecture, cut at ``layer``."""

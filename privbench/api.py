@@ -74,9 +74,11 @@ from privbench.splitting import (
 from privbench.training import (
     EVAL_BATCH_SIZE,
     accuracy,
+    adam,
     apply,
     batches,
     fit,
+    shuffled_epochs,
     train_classifier,
     train_server_on_encoded,
 )
@@ -88,11 +90,11 @@ __all__ = [
     "Dataset", "DatasetSource", "Decoder", "Defense", "EVAL_BATCH_SIZE", "EvaluationData",
     "FeaturePerturbation", "LENET5_LAYERS", "LENET_LAYERS", "LabelTask", "MetricSpec", "MirroredDecoder",
     "NOISES", "NotApplicable", "OwnerData", "PrivbenchError", "Protection", "RESNET18_LAYERS",
-    "SplitEncoder", "SplitFeatureDefense", "THREAT_MODELS", "accuracy", "apply", "batches", "check_known_layer",
+    "SplitEncoder", "SplitFeatureDefense", "THREAT_MODELS", "accuracy", "adam", "apply", "batches", "check_known_layer",
     "classifier", "digit_task_labels", "feature_classifier", "feature_size", "fit", "grad_cam",
     "hookimpl", "invert", "layer_names", "mlp", "param", "register_metric", "saliency_iou",
     "split_model", "total_variation", "OPTIMIZERS", "from_normalised", "unsplit", "without_random_layers",
     "tv_size_factor", "checked_tv_weight", "Normalize", "ssim_per_image", "layer_problem",
-    "train_classifier", "train_decoder", "train_server_on_encoded",
+    "train_classifier", "train_decoder", "train_server_on_encoded", "shuffled_epochs",
     "TITCOMBE_LAYERS", "blockwise", "distance_correlation", "rv_distance_correlation",
 ]

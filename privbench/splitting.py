@@ -183,7 +183,7 @@ def feature_size(encoder: nn.Module, image_shape: tuple[int, ...]) -> int:
 @dataclass
 class SplitFeatureDefense(Defense):
     """The common ground of the defenses that send the features f1(x) of the service's model cut at
-    ``layer`` (nopeek, disco, adversarial, siamese, pca, shredder).
+    ``layer`` (split, privacy-finetune, nopeek, disco, adversarial, siamese, pca, shredder).
 
     The client's weights exist on the user's device, so every access fact but image-like is given
     (a white-box cell shows what a leaked client costs); such defenses are built against attackers
@@ -200,7 +200,7 @@ class SplitFeatureDefense(Defense):
     layer: str = param("relu2", "last layer on the client (as split's)")
 
     def withheld_reason(self, fact: str) -> str:
-        if fact == "image-like":
+        if fact == "image-like" and fact not in self.withheld_reasons:
             return (f"defense '{self.name}' sends intermediate features f1(x), not images shaped "
                     "like the input")
         return super().withheld_reason(fact)

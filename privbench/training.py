@@ -39,6 +39,17 @@ def batches(count: int, batch_size: int, shuffle: bool, generator: torch.Generat
         yield order[start:start + batch_size]
 
 
+def shuffled_epochs(ctx, count: int, *, epochs: int, batch_size: int, description: str):
+    """The loop of every training in privbench: for each of ``epochs`` epochs, an iterator over
+    shuffled batches of the indices 0 .. count - 1 (one generator, seeded from ``ctx.seed``, draws
+    every epoch's order), with one progress step when the caller has consumed the epoch."""
+    generator = torch.Generator().manual_seed(ctx.seed)
+    with ctx.progress.task(description, total=epochs) as advance:
+        for _ in range(epochs):
+            yield batches(count, batch_size, True, generator)
+            advance()
+
+
 def fit(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: Callable,
         ctx, *, epochs: int, description: str, lr: float = 1e-3, batch_size: int = BATCH_SIZE,
         transform: Callable | None = None, halve_lr_every: int = 0) -> nn.Module:
@@ -53,21 +64,19 @@ def fit(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: 
     optimizer = adam(model.parameters(), lr)
     schedule = (torch.optim.lr_scheduler.StepLR(optimizer, halve_lr_every, gamma=0.5)
                 if halve_lr_every > 0 else None)
-    generator = torch.Generator().manual_seed(ctx.seed)
-    with ctx.progress.task(description, total=epochs) as advance:
-        for _ in range(epochs):
-            for index in batches(len(inputs), batch_size, True, generator):
-                x, y = inputs[index].to(device), targets[index].to(device)
-                if transform is not None:
-                    with torch.no_grad():
-                        x = transform(x)
-                optimizer.zero_grad(set_to_none=True)
-                loss = loss_fn(model(x), y)
-                loss.backward()
-                optimizer.step()
-            if schedule is not None:
-                schedule.step()
-            advance()
+    for epoch in shuffled_epochs(ctx, len(inputs), epochs=epochs, batch_size=batch_size,
+                                 description=description):
+        for index in epoch:
+            x, y = inputs[index].to(device), targets[index].to(device)
+            if transform is not None:
+                with torch.no_grad():
+                    x = transform(x)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model(x), y)
+            loss.backward()
+            optimizer.step()
+        if schedule is not None:
+            schedule.step()
     return model.eval()
 
 
