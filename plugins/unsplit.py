@@ -35,8 +35,12 @@ The targets are searched side by side with the clones' weights stacked (``privbe
 exactly the one-at-a-time search). ``images`` test images are attacked, every class first (the
 authors take the first test image of each class).
 
-Returns the reconstructions (clipped to [0, 1]), which the harness scores like every reconstruction.
-Not reported: the authors' clone accuracy (the stolen client with the real server on test images).
+Returns the reconstructions (clipped to [0, 1]), which the harness scores like every reconstruction,
+and each target's clone as a stolen client: where the defense gives the attacker the server (a split
+model, whose server the attacker is), the harness runs every clone with the real server on the test
+images in the defender's process and reports the mean accuracy as ``attack.clone_accuracy`` (the
+authors' model-stealing measure; theirs is one clone trained across all targets, here each clone has
+seen one target only).
 """
 
 from __future__ import annotations
@@ -86,7 +90,9 @@ class UnSplit(Attack):
             description=f"unsplit: {len(clones)} images x {self.iterations} outer steps")
         if self.rescale == "minmax":
             reconstructed = stretched(reconstructed)
-        return AttackOutput(reconstruction=reconstructed)
+        stolen = [{name: value.detach().cpu() for name, value in clone.state_dict().items()}
+                  for clone in clones]
+        return AttackOutput(reconstruction=reconstructed, stolen_clients=stolen)
 
 
 def stretched(images):

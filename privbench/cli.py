@@ -107,7 +107,8 @@ def _describe(item) -> dict:
     if item.kind == "attack":
         info["threat_model"] = cls.threat_model
         info["requires"] = sorted(cls.requires)
-        info["access"] = f"{cls.threat_model}; needs " + ", ".join(sorted(cls.requires))
+        info["access"] = f"{cls.threat_model}; needs " + (", ".join(sorted(cls.requires))
+                                                          or "no access beyond the observed data and aux images")
         info["produces"] = cls.produces
         info["privacy_mapping"] = PRIVACY_MAPPINGS[cls.produces]
     elif item.kind == "defense":

@@ -241,7 +241,11 @@ class AttackOutput:
       believes were in the owner's training data (class-membership);
     - ``diagnostics``: further registered metrics the attack measured on its own data (e.g.
       ``attack.shadow_accuracy``); they never count towards ``privacy.score``;
-    - ``artifacts``: files to keep with the cell.
+    - ``artifacts``: files to keep with the cell;
+    - ``stolen_clients``: state dicts of client copies the attack trained for itself (UnSplit's model
+      stealing), each loadable into the defense's architecture without its random layers; when the
+      defense gives ``server`` access the harness measures them with the real server on the test
+      images (``attack.clone_accuracy``).
     """
 
     reconstruction: torch.Tensor | None = None
@@ -249,3 +253,4 @@ class AttackOutput:
     class_statistic: dict[int, float] | None = None
     diagnostics: dict[str, float] = field(default_factory=dict)
     artifacts: list[Artifact] = field(default_factory=list)
+    stolen_clients: list[dict[str, torch.Tensor]] = field(default_factory=list)

@@ -62,6 +62,35 @@ def estimates(pending: list[CellPlan], stored: list) -> tuple[dict[str, float], 
     return seconds, source
 
 
+class RunPace:
+    """The time a run has left, from its own pace: each pending cell weighs its estimated seconds
+    (``estimates``), and the run's elapsed time over the estimated seconds of the cells it has
+    finished scales the estimate of those still to run. The unit of the estimate cancels out (a
+    slower machine, a larger dataset), and the longest-first order of the cells does not fool it as
+    a count of cells would: the first cells to finish are the heavy ones, and they weigh so."""
+
+    def __init__(self, expected_s: dict[str, float]) -> None:
+        self.expected_s = expected_s
+        self.total = sum(expected_s.values())
+        self.done = 0.0
+        self.finished: set[str] = set()
+
+    def finish(self, key: str) -> None:
+        if key in self.expected_s and key not in self.finished:
+            self.finished.add(key)
+            self.done += self.expected_s[key]
+
+    def left_s(self, elapsed_s: float) -> float | None:
+        """Seconds left, or None before the first cell has finished."""
+        if self.done <= 0:
+            return None
+        return elapsed_s * max(0.0, self.total - self.done) / self.done
+
+    def describe(self, elapsed_s: float) -> str:
+        left = self.left_s(elapsed_s)
+        return "" if left is None else f"about {left:.0f} s left"
+
+
 def describe(registry, config: MatrixConfig, db: str) -> list[str]:
     """The dry run's lines."""
     cells = plan(registry, config)

@@ -51,6 +51,7 @@ from privbench.parties.messages import (
     EvaluateRequest,
     FitRequest,
     ServeRequest,
+    StolenClientsRequest,
     output_from_plain,
 )
 from privbench.progress import PlainProgress, SilentProgress
@@ -389,9 +390,31 @@ class Harness:
             raise NotApplicable(str(plain["not_applicable"]))
         metrics, artifacts = self.score(plain, scenario, cell, index, out_ids, observed)
         metrics["cost.attack_s"] = attack_s
+        metrics.update(self.stolen_client_accuracy(plain, variant, cell, state))
         if "query" in request.granted:
             metrics["attack.queries"] = float(queries.count)
         return metrics, artifacts
+
+    def stolen_client_accuracy(self, plain, scenario, cell: CellPlan, state: dict) -> dict[str, float]:
+        """``attack.clone_accuracy``: the real server's accuracy on the test images through each
+        client the attack stole, mean over the clones (UnSplit's model-stealing measure). Measured in
+        a defender's process, and only where the defense gives the attacker the server (the attacker
+        is the server); otherwise nothing."""
+        from privbench.training import accuracy
+        clones = plain.get("stolen_clients") if isinstance(plain, dict) else None
+        if not clones or "server" not in cell.defense.instance.access():
+            return {}
+        labels = scenario.labels("test")
+        request = StolenClientsRequest(cell.defense.instance, scenario.facts(), state["server"],
+                                       list(clones), scenario.images("test"),
+                                       scenario.streams.evaluation)
+        logits = self.parties.run("stolen", request, label=f"defense '{cell.defense.spec}' (stolen "
+                                  "clients)", limit_s=self.limit_s(cell.defense.instance.cost_hint))
+        if not isinstance(logits, torch.Tensor) or logits.shape != (len(clones), len(labels),
+                                                                     scenario.classes()):
+            raise PartyFailed(f"defense '{cell.defense.spec}': the server returned no logits per "
+                              "test image for the stolen clients")
+        return {"attack.clone_accuracy": sum(accuracy(each, labels) for each in logits) / len(logits)}
 
     def score(self, plain, scenario, cell: CellPlan, index: torch.Tensor, out_ids,
               observed: torch.Tensor) -> tuple[dict[str, float], list]:

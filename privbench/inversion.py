@@ -29,6 +29,7 @@ import copy
 import torch
 from torch import nn
 
+from privbench.feature_matching import gradient_penalty
 from privbench.training import fit
 
 GRAY = 0.5
@@ -263,7 +264,8 @@ def unsplit(clones: list[nn.Module], targets: torch.Tensor, image_shape: tuple[i
 
     The targets are optimised together, the clones' weights stacked and run with ``torch.func``'s
     ``vmap``: the summed loss gives each target exactly its own gradient and Adam is elementwise, so
-    this is the authors' one-target-at-a-time search, done side by side."""
+    this is the authors' one-target-at-a-time search, done side by side. Afterwards each clone holds
+    the weights found for its target (UnSplit's stolen client)."""
     from torch.func import functional_call, stack_module_state, vmap
     base = copy.deepcopy(clones[0]).to("meta")
     weights, buffers = stack_module_state([clone.to(ctx.device).train() for clone in clones])
@@ -297,4 +299,117 @@ def unsplit(clones: list[nn.Module], targets: torch.Tensor, image_shape: tuple[i
                     weight.grad = gradient
                 model_optimizer.step()
             advance()
+    _load_stacked(clones, weights, buffers)
     return x.detach().clamp(0, 1).cpu()
+
+
+def _load_stacked(clones: list[nn.Module], weights: dict, buffers: dict) -> None:
+    """Write row i of the stacked weights and buffers back into ``clones[i]``: after the search
+    each clone holds the client weights stolen for its target."""
+    with torch.no_grad():
+        for number, clone in enumerate(clones):
+            for name, value in [*clone.named_parameters(), *clone.named_buffers()]:
+                stacked = weights.get(name, buffers.get(name))
+                if stacked is not None:
+                    value.copy_(stacked[number])
+
+
+# --- A realism prior for the inverse network: a WGAN-GP critic on the decoded observations --------
+# (the gradient penalty is privbench.feature_matching's, which FORA's feature critic uses too)
+
+class Critic(nn.Module):
+    """A WGAN-GP critic D: an image -> one real score (no sigmoid: D estimates the Wasserstein-1
+    distance, not a probability).
+
+    A 3 x 3 convolution to ``width`` channels, then stride-2 4 x 4 convolutions that halve the sides
+    and double the channels while both sides exceed 4, then a linear layer; LeakyReLU(0.2) between
+    layers. No batch normalisation: the gradient penalty is taken per sample, and batch norm would
+    make each sample's score depend on the rest of the batch (Gulrajani et al., 2017, Sec. 4). On an
+    8 x 8 grey image: 1 -> 32 at 8 x 8, 32 -> 64 at 4 x 4, 1,024 -> 1 (34,177 parameters)."""
+
+    def __init__(self, image_shape: tuple[int, int, int], width: int = 32) -> None:
+        super().__init__()
+        channels, height, side = image_shape
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.LeakyReLU(0.2)]
+        while height > 4 and side > 4:
+            layers += [nn.Conv2d(width, 2 * width, 4, stride=2, padding=1), nn.LeakyReLU(0.2)]
+            width, height, side = 2 * width, height // 2, side // 2
+        layers += [nn.Flatten(), nn.Linear(width * height * side, 1)]
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).squeeze(1)
+
+
+def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_weight: float,
+                generator: torch.Generator) -> torch.Tensor:
+    """L_D = E[D(fake)] - E[D(real)] + gp_weight * GP (Gulrajani et al., 2017, eq. 3): minimising it
+    makes E[D(real)] - E[D(fake)] an estimate of the Wasserstein-1 distance between the two."""
+    return critic(fake).mean() - critic(real).mean() + gp_weight * gradient_penalty(critic, real, fake, generator)
+
+
+def critic_optimizer(critic: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Gulrajani et al.'s critic optimiser: Adam with beta1 = 0, beta2 = 0.9."""
+    return torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.0, 0.9))
+
+
+def critic_step(critic: nn.Module, optimizer: torch.optim.Optimizer, real: torch.Tensor,
+                fake: torch.Tensor, gp_weight: float, generator: torch.Generator) -> None:
+    """One Adam step of the critic on ``critic_loss``."""
+    optimizer.zero_grad(set_to_none=True)
+    critic_loss(critic, real, fake.detach(), gp_weight, generator).backward()
+    optimizer.step()
+
+
+def sample_rows(values: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    """``count`` rows of ``values`` drawn uniformly with replacement from ``generator``."""
+    return values[torch.randint(0, len(values), (count,), generator=generator)]
+
+
+def train_decoder_with_critic(decoder: nn.Module, protected: torch.Tensor, images: torch.Tensor,
+                              observed: torch.Tensor, realistic: torch.Tensor, ctx, *, epochs: int,
+                              lr: float, batch_size: int, description: str, prior_weight: float,
+                              critic_steps: int, critic_lr: float, gp_weight: float,
+                              generator: torch.Generator, halve_lr_every: int = 0) -> nn.Module:
+    """He et al.'s inverse network with a realism prior on the decoded observations.
+
+    The decoder g minimises, on each batch of queried pairs (z, x) and a batch z_o of observations,
+
+        L_g = ||g(z) - x||^2 / n  -  prior_weight * E[D(g(z_o))],
+
+    the first term ``train_decoder``'s (He et al., Sec. 5), the second the WGAN generator loss
+    (Arjovsky et al., 2017; Gulrajani et al., 2017, Algorithm 1) on the reconstructions of the
+    observed protected data, which are what the attack returns. Before each decoder step the
+    critic D takes ``critic_steps`` steps on ``critic_loss`` (eq. 3), with ``realistic`` images
+    (the attacker's own) as real and g(z_o) of fresh observations as fake, matched row by row.
+
+    The pairs are visited in ``train_decoder``'s order (the same shuffle, optimiser and schedule);
+    every other draw (the critic's batches, the penalty's eps) comes from ``generator``, and the
+    critic is initialised from torch's global state after the decoder was. With ``prior_weight``
+    0 the decoder therefore ends bit for bit where ``train_decoder`` leaves it."""
+    from privbench.training import adam, shuffled_epochs
+    device = ctx.device
+    decoder.to(device).train()
+    critic = Critic(tuple(realistic.shape[1:])).to(device).train()
+    optimizer, critic_opt = adam(decoder.parameters(), lr), critic_optimizer(critic, critic_lr)
+    schedule = (torch.optim.lr_scheduler.StepLR(optimizer, halve_lr_every, gamma=0.5)
+                if halve_lr_every > 0 else None)
+    for epoch in shuffled_epochs(ctx, len(protected), epochs=epochs, batch_size=batch_size,
+                                 description=description):
+        for index in epoch:
+            for _ in range(critic_steps):
+                real = sample_rows(realistic, batch_size, generator).to(device)
+                with torch.no_grad():
+                    fake = decoder(sample_rows(observed, batch_size, generator).to(device))
+                critic_step(critic, critic_opt, real, fake, gp_weight, generator)
+            z, x = protected[index].to(device), images[index].to(device)
+            decoded = decoder(sample_rows(observed, batch_size, generator).to(device))
+            optimizer.zero_grad(set_to_none=True)
+            critic.requires_grad_(False)  # the decoder's step moves the decoder only
+            loss = nn.functional.mse_loss(decoder(z), x) - prior_weight * critic(decoded).mean()
+            loss.backward()
+            critic.requires_grad_(True)
+            optimizer.step()
+        if schedule is not None:
+            schedule.step()
+    return decoder.eval()

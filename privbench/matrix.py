@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from privbench.context import RunContext
+from privbench.dryrun import RunPace, estimates
 from privbench.errors import PrivbenchError
 from privbench.params import parse_spec
 from privbench.plugins import Registry
@@ -185,6 +186,7 @@ class MatrixRunner:
                                 started=time.time() - (time.perf_counter() - started))
         report = RunReport(run_id, len(cells), len(cells) - len(pending),
                            keys={cell.key for cell in cells})
+        pace = RunPace(estimates(pending, self.store.cells())[0])
         overall = self.ctx.progress.add(self._description(report, executor), total=len(cells))
         self.ctx.progress.update(overall, completed=report.skipped)
         executor.on_change = lambda: self.ctx.progress.update(
@@ -200,8 +202,11 @@ class MatrixRunner:
                 if self.fail_fast and failed:
                     status = "stopped-at-failure"
                     raise FailFast(failed[0])
+                for outcome in result.settled:
+                    pace.finish(outcome.key)
                 self.ctx.progress.update(overall, completed=report.skipped + len(report.outcomes),
-                                         description=self._description(report, executor))
+                                         description=self._description(report, executor),
+                                         left=pace.describe(time.perf_counter() - started))
             status = "finished" if not report.failures else "finished-with-failures"
         except KeyboardInterrupt:  # Ctrl-C, or SIGTERM turned into one by the command line
             self._record_interrupted(executor.running_jobs(), report)

@@ -164,6 +164,10 @@ _builtin("attack.pairs", "pairs", "none", "known (x, encoder(x)) pairs the attac
          "reported by the attack", 0, None)
 _builtin("attack.shadow_accuracy", "fraction", "none", "the shadow encoder's accuracy through the "
          "frozen server on its own training images", "reported by the shadow attack", 0, 1)
+_builtin("attack.clone_accuracy", "fraction", "none", "the service's accuracy through the client "
+         "copies the attack stole (UnSplit's model stealing)", "per stolen client, the real server on "
+         "its outputs for the test images against their target labels, mean over the clients; only "
+         "where the defense gives the attacker the server", 0, 1)
 _builtin("privacy.score", "[0, 1]", "higher", "1 = the attack learned nothing beyond chance, 0 = "
          "it fully succeeded", "by the harness from the attack's output kind: reconstructions "
          "clip((1 - ssim) / (1 - ssim_chance), 0, 1); labels clip((1 - accuracy) / (1 - chance), 0, 1);"

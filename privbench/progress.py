@@ -15,10 +15,12 @@ from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     SpinnerColumn,
     TextColumn,
     TimeElapsedColumn,
 )
+from rich.text import Text
 
 LOG_WIDTH = 200  # columns of a table printed to a log (a pipe, a file): a row stays on one line
 
@@ -31,12 +33,21 @@ def output_console() -> Console:
     return console if console.is_terminal or "COLUMNS" in os.environ else Console(width=LOG_WIDTH)
 
 
+class TimeLeftColumn(ProgressColumn):
+    """The run's own estimate of its time left (``privbench.dryrun.RunPace``), when it has one;
+    rich's remaining-time column would extrapolate from the count of cells, which the longest-first
+    order of the cells skews."""
+
+    def render(self, task) -> Text:
+        return Text(str(task.fields.get("left", "")), style="progress.remaining")
+
+
 class RichProgress:
     """One rich Progress for the run; training loops add a bar that disappears when done."""
 
     def __init__(self, console: Console | None = None, disable: bool = False) -> None:
         self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), TimeLeftColumn(),
                                  console=console, disable=disable, transient=False)
 
     def __enter__(self) -> RichProgress:
@@ -91,6 +102,7 @@ class PlainProgress:
         self.started = time.monotonic() if started is None else started
         self.source = f"{source}: " if source else ""
         self.totals: dict[int, list[int]] = {}  # task id -> [completed, total]
+        self.left: dict[int, str] = {}  # task id -> the run's own estimate of its time left
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -132,6 +144,8 @@ class PlainProgress:
     def update(self, task_id, completed: int | None = None, **fields) -> None:
         if task_id in self.totals and completed is not None:
             self.totals[task_id][0] = completed
+        if task_id in self.totals and "left" in fields:
+            self.left[task_id] = str(fields["left"])
 
     def cell(self, outcome) -> None:
         """One line for a finished cell."""
@@ -154,14 +168,17 @@ class PlainProgress:
         while not self._stop.wait(self.heartbeat_s):
             if self.totals:
                 done, total = self.totals[0]
-                self.log(f"progress: {done}/{total} cells, {self._eta(done, total)}")
+                self.log(f"progress: {done}/{total} cells, {self._eta(done, total, self.left.get(0))}")
 
-    def _eta(self, done: int, total: int) -> str:
+    def _eta(self, done: int, total: int, left: str | None = None) -> str:
+        """Elapsed time and the time left: the run's own estimate when it gave one (weighted by
+        each cell's expected cost), else the cells' count extrapolated."""
         elapsed = time.monotonic() - self.started
+        if left:
+            return f"{elapsed:.0f} s elapsed, {left}"
         if not done:
             return f"{elapsed:.0f} s elapsed, no estimate before the first cell"
-        left = elapsed / done * (total - done)
-        return f"{elapsed:.0f} s elapsed, about {left:.0f} s left"
+        return f"{elapsed:.0f} s elapsed, about {elapsed / done * (total - done):.0f} s left"
 
 
 class SilentProgress:

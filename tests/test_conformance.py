@@ -18,6 +18,8 @@ FAST = {  # each attack at a size that runs in seconds; the kit runs it twice
     "shadow": {"epochs": 2, "iterations": 20, "images": 10},
     "known-plaintext": {"pairs": 50},
     "unsplit": {"iterations": 1, "input_steps": 5, "model_steps": 5, "images": 4},
+    "likelihood": {"iterations": 20, "width": 4, "images": 4},
+    "fora": {"iterations": 10, "batch_size": 16, "width": 8, "decoder_width": 8},
 }
 DATASETS = {"class-membership": {"target": "digit"}}  # needs >= 4 target classes
 

@@ -6,6 +6,7 @@ import io
 import re
 import time
 
+import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
@@ -83,3 +84,27 @@ def test_tables_printed_to_a_log_keep_each_row_on_one_line(tmp_path):
     listing = CliRunner().invoke(main, ["reproduce", "--list"], env={"COLUMNS": None})
     assert any("he2019-mnist" in line and "mnist" in line.split("he2019-mnist", 1)[1]
                for line in listing.stdout.splitlines())
+
+
+def test_the_time_left_weighs_each_cell_by_its_expected_cost():
+    """Longest cells run first: after the one heavy cell (90 of 100 expected seconds) finished in
+    45 s, 5 s are left, where a count of cells (1 of 11 done) would say 450 s."""
+    from privbench.dryrun import RunPace
+    pace = RunPace({"heavy": 90.0, **{f"light{i}": 1.0 for i in range(10)}})
+    assert pace.left_s(10.0) is None and pace.describe(10.0) == ""
+    pace.finish("heavy")
+    pace.finish("heavy")  # a cell counts once
+    assert pace.left_s(45.0) == pytest.approx(5.0)
+    for i in range(10):
+        pace.finish(f"light{i}")
+    assert pace.left_s(50.0) == 0.0
+
+
+def test_the_heartbeat_prefers_the_runs_own_estimate():
+    stream = io.StringIO()
+    with PlainProgress(stream, heartbeat_s=0.05) as progress:
+        overall = progress.add("matrix", total=11)
+        progress.update(overall, completed=1, left="about 5 s left")
+        time.sleep(0.2)
+    beats = [line for line in stream.getvalue().splitlines() if "progress:" in line]
+    assert beats and beats[-1].endswith("progress: 1/11 cells, 0 s elapsed, about 5 s left")

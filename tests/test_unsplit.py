@@ -59,6 +59,23 @@ def test_the_image_and_the_clone_both_move_and_the_clones_observation_gets_close
     assert float((clone(matched) - target).pow(2).mean().detach()) < before
 
 
+def test_each_clone_keeps_the_weights_stolen_for_its_own_target():
+    (real,) = clients(1, seed=1)
+    targets = real(torch.rand(2, 1, 8, 8)).detach()
+    clones = clients(2, seed=2)
+    before = [copy.deepcopy(c.state_dict()) for c in clones]
+    together = [copy.deepcopy(c) for c in clones]
+    unsplit(together, targets, (1, 8, 8), Context, iterations=2, input_steps=5, model_steps=5,
+            tv_weight=0.1, l2_weight=1.0, lr=1e-2, description="test")
+    for number, clone in enumerate(clones):
+        alone = copy.deepcopy(clone)
+        unsplit([alone], targets[number:number + 1], (1, 8, 8), Context, iterations=2, input_steps=5,
+                model_steps=5, tv_weight=0.1, l2_weight=1.0, lr=1e-2, description="test")
+        for name, value in together[number].state_dict().items():
+            assert not torch.equal(value, before[number][name])  # the clone's weights moved
+            assert torch.allclose(value, alone.state_dict()[name], atol=1e-5)
+
+
 def test_squared_total_variation_is_the_authors_mean_of_both_directions():
     x = torch.tensor([[[[0.0, 1.0], [0.0, 1.0]]]])  # horizontal steps of 1, no vertical change
     assert squared_total_variation(x).tolist() == [1.0]
@@ -100,6 +117,22 @@ def test_a_shallow_split_leaks_more_to_unsplit_than_a_deep_one(registry, shared_
     assert report.failures == []
     ssim = {d: m["attack.ssim"] for (d, _, _), m in metrics_by_cell(store).items()}
     assert ssim["split:layer=conv1"] > ssim["split"] + 0.1, ssim
+
+
+@pytest.mark.slow
+def test_the_stolen_clients_are_measured_with_the_real_server(registry, shared_cache, tmp_path):
+    """attack.clone_accuracy: the clones with the real server on the test images (split gives the
+    attacker the server). Clone steps steal a better client than none at all (the untrained
+    clone)."""
+    from conftest import metrics_by_cell, run_matrix
+    store, report = run_matrix(registry, f"sqlite:///{tmp_path / 'c.db'}", shared_cache,
+                               defenses=[("split", {"layer": ["conv1"]})],
+                               attacks=[("unsplit", {"iterations": [2], "model_steps": [0, 100]})])
+    assert report.failures == []
+    metrics = {(d, a): m for (d, a, _), m in metrics_by_cell(store).items()}
+    stolen = metrics[("split:layer=conv1", "unsplit:iterations=2")]["attack.clone_accuracy"]
+    untrained = metrics[("split:layer=conv1", "unsplit:iterations=2,model_steps=0")]["attack.clone_accuracy"]
+    assert 0 <= untrained < stolen <= 1, (untrained, stolen)
 
 
 class NoisyClient(torch.nn.Module):

@@ -17,6 +17,9 @@ closure, no random generator of another party.
   tasks it knows, the attacker's own seed, and only what its threat model grants: the encoder's
   state (white-box), the server's state (server), the owner's data (owner-data), probe classes
   (class-statistic attacks). Queries, known pairs and the examiner go over the pipe.
+- ``StolenClientsRequest`` (the defender, measuring clients an attack stole): the clone states the
+  attack returned, the server's state, the test images and the evaluation seed; it returns the
+  server's logits through each clone and never sees a label.
 - ``DeclareRequest``: a defense's and its attacks' data-dependent declarations (``check_data``,
   ``unsupported``), answered from the public facts alone.
 
@@ -36,7 +39,7 @@ import torch
 
 from privbench.core import DataFacts
 
-ROLES = ("declare", "fit", "encode", "evaluate", "serve", "attack")
+ROLES = ("declare", "fit", "encode", "evaluate", "serve", "attack", "stolen")
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,16 @@ class ServeRequest:
     server_state: dict[str, torch.Tensor]
     encoded: torch.Tensor
     seed: int
+
+
+@dataclass(frozen=True)
+class StolenClientsRequest:
+    defense: Any
+    facts: DataFacts
+    server_state: dict[str, torch.Tensor]
+    clone_states: list[dict[str, torch.Tensor]]
+    images: torch.Tensor
+    seed: int  # the evaluation stream
 
 
 @dataclass(frozen=True)
@@ -149,6 +162,8 @@ def output_as_plain(output: Any) -> dict[str, Any]:
         "diagnostics": {str(name): float(value) for name, value in output.diagnostics.items()},
         "artifacts": [{"name": str(a.name), "media_type": str(a.media_type), "data": bytes(a.data)}
                       for a in output.artifacts],
+        "stolen_clients": [{str(name): _plain_tensor(value) for name, value in dict(state).items()}
+                           for state in output.stolen_clients],
     }
 
 
@@ -171,4 +186,5 @@ def output_from_plain(plain: Any):
         class_statistic=None if statistic is None else dict(statistic),
         diagnostics=dict(plain.get("diagnostics") or {}),
         artifacts=[Artifact(str(a["name"]), str(a["media_type"]), bytes(a["data"]))
-                   for a in plain.get("artifacts") or []])
+                   for a in plain.get("artifacts") or []],
+        stolen_clients=[dict(state) for state in plain.get("stolen_clients") or []])

@@ -22,6 +22,7 @@ from privbench.parties.messages import (
     EvaluateRequest,
     FitRequest,
     ServeRequest,
+    StolenClientsRequest,
     output_as_plain,
 )
 from privbench.streams import seed_globals
@@ -40,7 +41,7 @@ def run(role: str, request: Any, channel, device: str | torch.device) -> Any:
     """Run ``role`` on its request; the result is plain data."""
     device = torch.device(device)
     roles = {"declare": declare, "fit": fit, "encode": encode_session, "evaluate": evaluate,
-             "serve": serve, "attack": attack}
+             "serve": serve, "attack": attack, "stolen": stolen_clients}
     return roles[role](request, channel, device)
 
 
@@ -160,6 +161,28 @@ def serve(request: ServeRequest, channel, device: torch.device) -> torch.Tensor:
         raise TypeError(f"defense '{request.defense.name}': the server must return one row of "
                         f"{request.facts.classes()} logits per image")
     return logits
+
+
+def stolen_clients(request: StolenClientsRequest, channel, device: torch.device) -> torch.Tensor:
+    """The real server's logits on the test images through each client an attack stole: each
+    clone state is loaded into the defense's architecture without its random layers (the map the
+    attack optimised), then the fitted server runs on its outputs. Labels stay with the harness."""
+    from privbench.inversion import without_random_layers
+    from privbench.training import TrainingContext, apply
+    protection = rebuilt(request.defense, request.facts, device, server_state=request.server_state)
+    ctx = TrainingContext(device, channel.progress, request.seed)
+    logits = []
+    for number, state in enumerate(request.clone_states):
+        clone = without_random_layers(protection.encoder)
+        try:
+            clone.load_state_dict(state)
+        except (RuntimeError, TypeError) as error:
+            raise TypeError(f"stolen client {number} does not fit the defense's architecture: "
+                            f"{str(error).splitlines()[0]}") from None
+        seed_globals(request.seed)
+        with guarded(f"defense '{request.defense.name}': the server"):
+            logits.append(apply(torch.nn.Sequential(clone.eval(), protection.server), request.images, ctx))
+    return torch.stack(logits) if logits else torch.empty(0)
 
 
 # -- the attacker ---------------------------------------------------------------------------------------
