@@ -9,9 +9,12 @@ and nothing a party before it left behind. Each harness process (the run's own, 
   first job) forks it directly;
 - any other one starts it from multiprocessing's fork server (which only imports modules).
 
-The harness asks the zygote for a child over a socket and passes it one end of a fresh socket pair
-(``SCM_RIGHTS``); that pair is all the child holds: it inherits no executor queue, no store and no
-cache file. A child is never reused: one request, one process.
+The harness asks the zygote for a child over a socket. The zygote keeps one child forked ahead, idle
+and waiting on its end of a fresh socket pair, hands the other end to the harness (``SCM_RIGHTS``)
+and forks the next spare while the harness talks to this one: the fork's cost is off the harness's
+path. The spare is a fork of the same untouched zygote whenever it was made, and that socket pair
+is all it holds: it inherits no executor queue, no store and no cache file. A child is never
+reused: one request, one process.
 
 ``PartyProcess`` is the harness's end: it sends the request, answers the child's calls (queries,
 known pairs, the examiner, the target model), relays its progress, and returns its result. A child
@@ -80,18 +83,14 @@ class Zygote:
 
     def spawn(self) -> tuple[int, connection.Connection]:
         """A new child: its pid and the harness's end of its socket pair."""
-        ours, theirs = connection.Pipe(duplex=True)
         try:
             with self.lock:
                 self.conn.send_bytes(b"spawn")
-                reduction.send_handle(self.conn, theirs.fileno(), self.pid)
+                fd = reduction.recv_handle(self.conn)
                 pid = int(self.conn.recv_bytes().decode())
         except (OSError, EOFError, ValueError) as error:
-            ours.close()
             raise PartyFailed(f"could not start a party process: the zygote is gone ({error})") from None
-        finally:
-            theirs.close()
-        return pid, ours
+        return pid, connection.Connection(fd)
 
     def alive(self) -> bool:
         if self.conn.closed:
@@ -123,7 +122,8 @@ def _main_module_hidden():
 
 
 def _serve_forever(conn: connection.Connection) -> None:
-    """The zygote's loop: fork a child per request until the harness closes the pipe."""
+    """The zygote's loop: hand out the spare child per request, fork the next, until the harness
+    closes the pipe."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the harness's to handle
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children are reaped by the kernel
     _die_with_parent()
@@ -132,21 +132,39 @@ def _serve_forever(conn: connection.Connection) -> None:
     from privbench.parties import child
     child.prepare_zygote()
     gc.freeze()  # a fork's garbage collections leave the zygote's objects (and their pages) alone
+    spare = _fork_spare(conn, child)
     while True:
         try:
-            if conn.recv_bytes() != b"spawn":
-                continue
-            fd = reduction.recv_handle(conn)
+            request = conn.recv_bytes()
         except (EOFError, OSError):
             return
-        pid = os.fork()
-        if pid == 0:
-            conn.close()
-            signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-            _die_with_parent()
-            os._exit(child.main(fd))
-        os.close(fd)
-        conn.send_bytes(str(pid).encode())
+        if request != b"spawn":
+            continue
+        pid, harness_end = spare
+        try:
+            reduction.send_handle(conn, harness_end, os.getppid())
+            conn.send_bytes(str(pid).encode())
+        except (EOFError, OSError):
+            return
+        finally:
+            os.close(harness_end)  # the harness holds its own copy now
+        spare = _fork_spare(conn, child)
+
+
+def _fork_spare(conn: connection.Connection, child) -> tuple[int, int]:
+    """Fork the next child, waiting on its end of a new socket pair; returns its pid and the
+    harness's end (a descriptor of the zygote's until it is handed over)."""
+    import socket
+    harness_end, child_end = socket.socketpair()
+    pid = os.fork()
+    if pid == 0:
+        conn.close()
+        harness_end.close()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        _die_with_parent()
+        os._exit(child.main(child_end.detach()))
+    child_end.close()
+    return pid, harness_end.detach()
 
 
 def _release_fork_server() -> None:

@@ -192,8 +192,9 @@ def _readable_roots() -> list[str]:
                      if os.path.basename(entry) in ("site-packages", "dist-packages"))
     else:
         paths = set()
-    for name, module in list(sys.modules.items()):
-        if name in known:
+    for name in sys.modules.keys() - known:  # a set difference: the zygote's thousands cost nothing
+        module = sys.modules.get(name)
+        if module is None:
             continue
         top = sys.modules.get(name.partition(".")[0]) or module
         where = getattr(top, "__path__", None) or [getattr(top, "__file__", None)]
