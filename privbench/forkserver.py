@@ -81,10 +81,14 @@ def start_fork_server() -> None:
         forkserver.ensure_running()
 
 
+STOP_WAIT_S = 10.0  # at most this long, at exit, for the fork server to stop
+
+
 def stop_fork_server() -> None:
     """Ask the fork server to exit now, in the background, once the run has no more workers to
     start. Left alone it exits only when this process does, and tears torch down after it: a log
     pipe shared with it (CI, ``| tee``) stayed open 1.7 s past this process's exit."""
+    import atexit
     import sys
     import threading
     from multiprocessing import forkserver
@@ -94,7 +98,13 @@ def stop_fork_server() -> None:
     server = getattr(forkserver, "_forkserver", None)
     stop = getattr(server, "_stop", None)  # the stdlib's own way to stop it (used by its tests)
     if stop is not None and getattr(server, "_forkserver_pid", None) is not None:
-        threading.Thread(target=_quietly, args=(stop,), daemon=True, name="privbench-stop-forkserver").start()
+        stopping = threading.Thread(target=_quietly, args=(stop,), daemon=True,
+                                    name="privbench-stop-forkserver")
+        stopping.start()
+        # At exit, let the stop finish before multiprocessing's own exit handler (registered
+        # earlier, so run later) removes its temporary folder: the stop unlinks the listener in that
+        # folder, and the two racing printed a FileNotFoundError traceback after the run's output.
+        atexit.register(stopping.join, STOP_WAIT_S)
 
 
 def _quietly(stop) -> None:
