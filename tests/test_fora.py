@@ -131,6 +131,17 @@ def test_auto_output_is_a_relu_only_when_nothing_observed_is_negative():
     assert not isinstance(attack.networks((1, 8, 8), torch.randn(4, 8, 4, 4)).substitute[-1], nn.ReLU)
 
 
+def test_each_network_trains_at_its_own_rate():
+    attack = Fora.from_params({"lr": 2e-3, "decoder_lr": 5e-2, "critic_lr": 7e-3})
+    nets = attack.networks((1, 8, 8), torch.rand(4, 8, 4, 4))
+    substitute, decoder, critic = attack.optimisers(nets)
+    assert [group["lr"] for group in substitute.param_groups] == [2e-3]
+    assert [group["lr"] for group in decoder.param_groups] == [5e-2]
+    assert [group["lr"] for group in critic.param_groups] == [7e-3]
+    for optimiser, net in ((substitute, nets.substitute), (decoder, nets.decoder), (critic, nets.critic)):
+        assert {id(p) for p in optimiser.param_groups[0]["params"]} == {id(p) for p in net.parameters()}
+
+
 # -- the attack --------------------------------------------------------------------------------------
 
 def test_fora_asks_for_nothing_but_what_every_attacker_has():
