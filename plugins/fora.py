@@ -112,11 +112,12 @@ from privbench.api import (
     MetricSpec,
     NotApplicable,
     apply,
+    critic_step,
     from_normalised,
-    gradient_penalty,
     hookimpl,
     mk_mmd,
     param,
+    to_normalised,
 )
 
 OUTPUTS = ("auto", "relu", "linear")
@@ -242,10 +243,6 @@ def endless_batches(count: int, batch_size: int, generator: torch.Generator):
             yield order[start:start + batch_size]
 
 
-def to_normalised(x: torch.Tensor) -> torch.Tensor:
-    return 2 * x - 1
-
-
 @dataclass
 class ForaNetworks:
     substitute: nn.Module
@@ -270,16 +267,6 @@ def decoder_step(nets: ForaNetworks, optimizer, aux: torch.Tensor) -> None:
     with torch.no_grad():
         features = nets.substitute(aux)
     loss = nn.functional.mse_loss(nets.decoder(features), to_normalised(aux))
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
-    optimizer.step()
-
-
-def critic_step(nets: ForaNetworks, optimizer, fake: torch.Tensor, observed: torch.Tensor,
-                gp_weight: float, generator: torch.Generator) -> None:
-    """L_D = mean D(F^(x)) - mean D(z) + lambda_GP * GP(z, F^(x)) (WGAN-GP)."""
-    wasserstein = nets.critic(fake).mean() - nets.critic(observed).mean()
-    loss = wasserstein + gp_weight * gradient_penalty(nets.critic, observed, fake, generator)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
@@ -356,7 +343,7 @@ class Fora(Attack):
                 z = observed[next(observed_batches)].to(device)
                 fake = substitute_step(nets, optimisers[0], x, z, self.a)
                 decoder_step(nets, optimisers[1], x)
-                critic_step(nets, optimisers[2], fake, z, self.gp_weight, view.generator)
+                critic_step(nets.critic, optimisers[2], z, fake, self.gp_weight, view.generator)
                 advance()
         for net in (nets.substitute, nets.critic, nets.decoder):
             net.eval()

@@ -36,7 +36,14 @@ from privbench.core import ACCESS, THREAT_MODELS, Artifact, Attack, AttackOutput
 from privbench.datasets import Dataset, DatasetSource, LabelTask, digit_task_labels
 from privbench.dependence import blockwise, distance_correlation, rv_distance_correlation
 from privbench.errors import NotApplicable, PrivbenchError
-from privbench.feature_matching import FORA_ALPHAS, gradient_penalty, kernel_bandwidths, mk_mmd
+from privbench.feature_matching import (
+    FORA_ALPHAS,
+    critic_loss,
+    critic_step,
+    gradient_penalty,
+    kernel_bandwidths,
+    mk_mmd,
+)
 from privbench.hookspecs import hookimpl
 from privbench.image_prior import ImagePrior, deepest_side, likelihood_maximisation, prior_levels
 from privbench.inversion import (
@@ -45,6 +52,7 @@ from privbench.inversion import (
     checked_tv_weight,
     from_normalised,
     invert,
+    to_normalised,
     total_variation,
     train_decoder,
     train_decoder_with_critic,
@@ -88,7 +96,7 @@ from privbench.training import (
 from privbench.view import AccessDenied, AttackView, DataFacts, EvaluationData, OwnerData
 
 __all__ = [
-    "FORA_ALPHAS", "gradient_penalty", "kernel_bandwidths", "mk_mmd",
+    "FORA_ALPHAS", "critic_loss", "critic_step", "gradient_penalty", "kernel_bandwidths", "mk_mmd",
     "ImagePrior", "deepest_side", "likelihood_maximisation", "prior_levels",
     "ARCH_LAYERS", "HE_CIFAR_LAYERS", "accepted_layers",
     "ACCESS", "AccessDenied", "Artifact", "Attack", "AttackOutput", "AttackView", "DataFacts",
@@ -98,7 +106,8 @@ __all__ = [
     "SplitEncoder", "SplitFeatureDefense", "THREAT_MODELS", "accuracy", "adam", "apply", "batches", "check_known_layer",
     "classifier", "digit_task_labels", "feature_classifier", "feature_size", "fit", "grad_cam",
     "hookimpl", "invert", "layer_names", "mlp", "param", "register_metric", "saliency_iou",
-    "split_model", "total_variation", "OPTIMIZERS", "from_normalised", "unsplit", "without_random_layers",
+    "split_model", "total_variation", "OPTIMIZERS", "from_normalised", "to_normalised", "unsplit",
+    "without_random_layers",
     "tv_size_factor", "checked_tv_weight", "Normalize", "ssim_per_image", "layer_problem",
     "train_classifier", "train_decoder", "train_decoder_with_critic", "train_server_on_encoded", "shuffled_epochs",
     "TITCOMBE_LAYERS", "blockwise", "distance_correlation", "rv_distance_correlation",

@@ -12,7 +12,8 @@ Split Learning", CVPR 2024) trains its substitute client:
   gradient flows through it).
 - ``gradient_penalty``: Gulrajani et al.'s penalty (WGAN-GP, NeurIPS 2017, eq. 3),
   E[(||grad_x^ D(x^)||_2 - 1)^2] on points x^ drawn uniformly on the segments between paired real
-  and fake samples.
+  and fake samples; ``critic_loss`` and ``critic_step`` train a WGAN-GP critic with it (FORA's
+  feature critic, the inverse network's realism prior).
 
 Both take samples of any shape N x ...; each row is flattened to a vector.
 """
@@ -82,3 +83,18 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
     scores = critic(between)
     (gradients,) = torch.autograd.grad(scores.sum(), between, create_graph=True)
     return (gradients.flatten(1).norm(2, dim=1) - 1).pow(2).mean()
+
+
+def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_weight: float,
+                generator: torch.Generator) -> torch.Tensor:
+    """L_D = E[D(fake)] - E[D(real)] + gp_weight * GP (Gulrajani et al., 2017, eq. 3): minimising it
+    makes E[D(real)] - E[D(fake)] an estimate of the Wasserstein-1 distance between the two."""
+    return critic(fake).mean() - critic(real).mean() + gp_weight * gradient_penalty(critic, real, fake, generator)
+
+
+def critic_step(critic: nn.Module, optimizer: torch.optim.Optimizer, real: torch.Tensor,
+                fake: torch.Tensor, gp_weight: float, generator: torch.Generator) -> None:
+    """One Adam step of the critic on ``critic_loss``."""
+    optimizer.zero_grad(set_to_none=True)
+    critic_loss(critic, real, fake.detach(), gp_weight, generator).backward()
+    optimizer.step()

@@ -29,7 +29,7 @@ import copy
 import torch
 from torch import nn
 
-from privbench.feature_matching import gradient_penalty
+from privbench.feature_matching import critic_step
 from privbench.training import fit
 
 GRAY = 0.5
@@ -315,7 +315,7 @@ def _load_stacked(clones: list[nn.Module], weights: dict, buffers: dict) -> None
 
 
 # --- A realism prior for the inverse network: a WGAN-GP critic on the decoded observations --------
-# (the gradient penalty is privbench.feature_matching's, which FORA's feature critic uses too)
+# (the critic's loss and step are privbench.feature_matching's, which FORA's feature critic uses too)
 
 class Critic(nn.Module):
     """A WGAN-GP critic D: an image -> one real score (no sigmoid: D estimates the Wasserstein-1
@@ -341,24 +341,9 @@ class Critic(nn.Module):
         return self.body(x).squeeze(1)
 
 
-def critic_loss(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor, gp_weight: float,
-                generator: torch.Generator) -> torch.Tensor:
-    """L_D = E[D(fake)] - E[D(real)] + gp_weight * GP (Gulrajani et al., 2017, eq. 3): minimising it
-    makes E[D(real)] - E[D(fake)] an estimate of the Wasserstein-1 distance between the two."""
-    return critic(fake).mean() - critic(real).mean() + gp_weight * gradient_penalty(critic, real, fake, generator)
-
-
 def critic_optimizer(critic: nn.Module, lr: float) -> torch.optim.Optimizer:
     """Gulrajani et al.'s critic optimiser: Adam with beta1 = 0, beta2 = 0.9."""
     return torch.optim.Adam(critic.parameters(), lr=lr, betas=(0.0, 0.9))
-
-
-def critic_step(critic: nn.Module, optimizer: torch.optim.Optimizer, real: torch.Tensor,
-                fake: torch.Tensor, gp_weight: float, generator: torch.Generator) -> None:
-    """One Adam step of the critic on ``critic_loss``."""
-    optimizer.zero_grad(set_to_none=True)
-    critic_loss(critic, real, fake.detach(), gp_weight, generator).backward()
-    optimizer.step()
 
 
 def sample_rows(values: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:

@@ -11,11 +11,10 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
-from privbench.feature_matching import gradient_penalty
+from privbench.feature_matching import critic_step, gradient_penalty
 from privbench.inversion import (
     MirroredDecoder,
     critic_optimizer,
-    critic_step,
     sample_rows,
     train_decoder,
     train_decoder_with_critic,
