@@ -89,7 +89,6 @@ batch), with z drawn by the encoder as served.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -106,6 +105,7 @@ from privbench.api import (
     batches,
     hookimpl,
     layer_problem,
+    one_torch_thread,
     param,
     split_model,
 )
@@ -177,19 +177,6 @@ class ShredderCollection(nn.Module):
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         picked = torch.randint(len(self.noises), (len(v),), device=v.device)
         return v * rank_preserving_redraw(self.weights[picked]) + self.noises[picked]
-
-
-@contextmanager
-def one_thread():
-    """Run the fit on one torch thread, then restore the count: each step works on a 32 x 120 batch,
-    too small for intra-op threads, which only add synchronisation (measured on 2 loaded cores: 3
-    samples of 30 epochs took 30 s wall with 2 threads, 4.5 s with 1)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 # --- the defense ---------------------------------------------------------------------------------
@@ -264,7 +251,7 @@ class Shredder(SplitFeatureDefense):
         collection = ShredderCollection(self.samples, shape).to(device)
         generator = torch.Generator().manual_seed(owner.seed)
         scale = self.noise_init * float(features.pow(2).mean().sqrt())
-        with one_thread(), owner.progress.task(
+        with one_torch_thread(), owner.progress.task(
                 f"shredder: {self.samples} noise samples at {self.cut(owner.facts.arch)}",
                 total=self.samples) as advance:
             for k in range(self.samples):

@@ -89,6 +89,7 @@ from privbench.training import (
     apply,
     batches,
     fit,
+    one_torch_thread,
     shuffled_epochs,
     train_classifier,
     train_server_on_encoded,
@@ -110,5 +111,6 @@ __all__ = [
     "without_random_layers",
     "tv_size_factor", "checked_tv_weight", "Normalize", "ssim_per_image", "layer_problem",
     "train_classifier", "train_decoder", "train_decoder_with_critic", "train_server_on_encoded", "shuffled_epochs",
+    "one_torch_thread",
     "TITCOMBE_LAYERS", "blockwise", "distance_correlation", "rv_distance_correlation",
 ]

@@ -13,7 +13,6 @@ checks (``md5_free``), so the command runs in process through click's CliRunner.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
@@ -35,6 +34,7 @@ from privbench.context import RunContext
 from privbench.reproduce import Selection, find, load, plan_cells
 from privbench.store import FINISHED, Store
 from privbench.torchvision_datasets import CelebA, Cifar10, LfwPeople
+from privbench.training import one_torch_thread
 
 # [quick] keys made smaller still: every synthetic image, one epoch, a few rMLE iterations.
 QUICKER = {"dataset": {"target_epochs": 1}, "defense": {"epochs": 1},
@@ -183,19 +183,6 @@ class Run:
 def invoke(*args) -> Result:
     # wide enough that every table row is one line
     return CliRunner().invoke(main, [str(a) for a in args], env={"COLUMNS": "2000"})
-
-
-@contextlib.contextmanager
-def one_torch_thread():
-    """Torch on one intra-op thread for the run, then as before. On 2 cores shared with other
-    jobs, two threads waiting on each other made the ResNet-18 case about 5 times slower (measured
-    116 s against 24 s for disguised-nets-cifar10-lfw)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module", params=sorted(CASES))
