@@ -173,6 +173,53 @@ def test_files_outside_workdir_and_the_python_installation_are_unreadable(tmp_pa
     assert seen["workdir"] == "written"
 
 
+def test_a_package_imported_after_the_zygote_is_readable_and_one_never_imported_is_not(
+        tmp_path, workdir, monkeypatch):
+    """The zygote remembers its readable roots and then only records the names of modules imported
+    after it (``ImportRecorder``): a fork that imports a package before its sandbox can read that
+    package, and a package it never imported stays closed."""
+    for name in ("laterpkg", "neverpkg"):
+        (tmp_path / "lib" / name).mkdir(parents=True)
+        (tmp_path / "lib" / name / "__init__.py").write_text("")
+        (tmp_path / "lib" / name / "notes.txt").write_text(name)
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    monkeypatch.syspath_prepend(str(tmp_path / "lib"))
+
+    def probe():
+        from privbench.parties import sandbox
+        sandbox.remember_readable_roots()  # what the zygote does, here in the fork
+        __import__("laterpkg")
+        report = enter_sandbox(workdir)
+        return report, {name: denied(lambda name=name: read(tmp_path / "lib" / name / "notes.txt"))
+                        for name in ("laterpkg", "neverpkg")}
+
+    report, seen = in_child(probe)
+    require_landlock(report)
+    assert seen == {"laterpkg": "allowed", "neverpkg": "denied"}
+
+
+def test_the_zygote_asks_the_landlock_abi_once_and_its_forks_inherit_the_answer(workdir):
+    """The first Landlock call runs ``ldconfig -p`` (ctypes' find_library); asked in the zygote, a
+    fork answers from its copy of the cache and starts no process."""
+    from privbench.parties import sandbox
+
+    def probe():
+        sandbox.remember_readable_roots()
+        import subprocess
+        started = []
+        real = subprocess.Popen.__init__
+        subprocess.Popen.__init__ = lambda self, *a, **k: started.append(a) or real(self, *a, **k)
+        try:
+            report = enter_sandbox(workdir)
+        finally:
+            subprocess.Popen.__init__ = real
+        return report, started, sandbox._landlock_abi.cache_info().hits
+
+    report, started, hits = in_child(probe)
+    require_landlock(report)
+    assert started == [] and hits >= 1
+
+
 def test_without_restrict_files_the_same_files_stay_readable(workdir):
     def probe():
         return enter_sandbox(workdir, restrict_files=False), denied(lambda: read("/etc/passwd"))

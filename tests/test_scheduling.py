@@ -146,3 +146,22 @@ for _ in range(200):
 """
     run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert run.stdout.strip() == "stopped", run.stderr
+
+
+def test_only_the_fork_server_skips_the_interpreter_teardown_at_exit(monkeypatch):
+    """``privbench.preload`` ends the fork server with ``os._exit`` after its exit handlers (its
+    torch teardown took 1.3 s the run waited for); any other importer keeps the normal exit."""
+    import atexit
+    import os
+
+    from privbench import preload
+    registered = []
+    monkeypatch.setattr(atexit, "register", lambda *call: registered.append(call))
+    assert preload.exit_fast_in_fork_server() is False and registered == []
+    # a function called main in multiprocessing/forkserver.py, as the server's import runs
+    server_file = os.path.join(os.path.dirname(os.__file__), "multiprocessing", "forkserver.py")
+    namespace = {"preload": preload}
+    exec(compile("def main():\n    return preload.exit_fast_in_fork_server()\n", server_file, "exec"),
+         namespace)
+    assert namespace["main"]() is True and registered == [(os._exit, 0)]
+

@@ -66,12 +66,14 @@ from __future__ import annotations
 
 import ctypes
 import dataclasses
+import functools
 import glob
 import os
 import sys
 import sysconfig
 import tempfile
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 try:
     from landlockpy import AccessFS, AccessNet, Ruleset, Scope, abi_version
@@ -144,8 +146,13 @@ def enter_sandbox(workdir: str, *, restrict_files: bool = True, exclude: Sequenc
     return SandboxReport(abi, False, non_dumpable, f"files not restricted: {why}")
 
 
+@functools.cache
 def _landlock_abi() -> tuple[int | None, str | None]:
-    """The kernel's Landlock ABI version, or None and why there is none."""
+    """The kernel's Landlock ABI version, or None and why there is none. Asked once, in the zygote
+    (``remember_readable_roots``): the first Landlock call loads libc through
+    ``ctypes.util.find_library``, which runs ``ldconfig -p`` in a subprocess, and a fork of the
+    zygote inherits both the answer and the loaded libc (it cost every party process a fork and
+    exec, ~10 ms)."""
     if sys.platform != "linux":
         return None, f"Landlock is Linux-only, this is {sys.platform}"
     if AccessFS is None:
@@ -181,10 +188,25 @@ def _bare_environment(workdir: str) -> None:
         ctypes.memset(start, 0, end - start)
 
 
+class ImportRecorder:
+    """A ``sys.meta_path`` entry that finds nothing and notes the name of every module the import
+    system looks for (it asks only for modules not yet imported). Installed in the zygote after its
+    readable roots are remembered, it lets a fork name the modules imported since without walking
+    ``sys.modules``: reading each of the zygote's thousands of entries touches their reference
+    counts, and each page so touched is copied after the fork (~10 ms per party process)."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def find_spec(self, name, path=None, target=None):
+        self.names.append(name)
+        return None
+
+
 def _readable_roots() -> list[str]:
     """The Python installation, site-packages and imported packages, as real paths (the zygote's
     share, computed once by ``remember_readable_roots``, plus the modules imported since)."""
-    known, roots = _REMEMBERED.get("modules", frozenset()), _REMEMBERED.get("roots", frozenset())
+    roots, recorder = _REMEMBERED.get("roots", frozenset()), _REMEMBERED.get("recorder")
     if not roots:
         paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
         paths.update(sysconfig.get_paths()[key] for key in ("stdlib", "platstdlib", "purelib", "platlib"))
@@ -192,7 +214,7 @@ def _readable_roots() -> list[str]:
                      if os.path.basename(entry) in ("site-packages", "dist-packages"))
     else:
         paths = set()
-    for name in sys.modules.keys() - known:  # a set difference: the zygote's thousands cost nothing
+    for name in set(recorder.names) if recorder is not None else list(sys.modules):
         module = sys.modules.get(name)
         if module is None:
             continue
@@ -210,15 +232,16 @@ def _outermost(roots: list[str], fenced: set[str]) -> list[str]:
             if not any(parent != root and _beneath(root, parent) for parent in whole)]
 
 
-_REMEMBERED: dict[str, frozenset[str]] = {}
+_REMEMBERED: dict[str, Any] = {}
 
 
 def remember_readable_roots() -> None:
     """Compute the readable roots once, in the zygote, so that each fork only adds what it imported
     itself (resolving every path again took most of a party's sandbox time)."""
     _REMEMBERED.clear()
-    roots = frozenset(_readable_roots())
-    _REMEMBERED.update(modules=frozenset(sys.modules), roots=roots)
+    _REMEMBERED.update(roots=frozenset(_readable_roots()), recorder=ImportRecorder())
+    sys.meta_path.insert(0, _REMEMBERED["recorder"])
+    _landlock_abi()
 
 
 def _landlock(workdir: str, readable: Iterable[str], fences: set[str], project: str,
