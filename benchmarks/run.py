@@ -4,6 +4,7 @@ Usage (from the repository root, in the project's environment)::
 
     python benchmarks/run.py                       # CPU: local vs process executor, rerun, encode costs
     python benchmarks/run.py --device cuda         # the same on a GPU (encode costs timed on it too)
+    python benchmarks/run.py --device cuda --mnist DIR   # and He et al.'s MNIST reproduction, timed
     python benchmarks/run.py --workers 4 -- --seeds 0,1   # more workers; after --, extra matrix args
     python benchmarks/run.py --repeat 3            # every first run 3 times: each figure and the median
     python benchmarks/run.py --split               # also split the process run's extra job-seconds
@@ -38,6 +39,12 @@ With ``--inverse-network DIR`` (real MNIST under DIR, e.g. from ../shared/data/r
 only times He et al.'s MNIST conv1 inverse-network cell: the owner's 8,000 training images ("same
 set"), the mirrored decoder, 50 epochs; it prints the run's wall time, the attack's own time
 (``cost.attack_s``) and the reconstruction's PSNR and SSIM.
+
+With ``--device cuda`` every timed run also samples the GPU's busy share (``nvidia-smi``'s
+utilisation, every half second, averaged over the run, per GPU), the process runs leave the
+worker count to privbench (from the GPUs' memory and the host's cores) unless ``--workers`` is
+given, and with ``--mnist DIR`` (real MNIST under DIR) the wall time and busy share of ``privbench
+reproduce he2019-mnist`` are printed too.
 
 With ``--repeat N`` the local and the process first runs are each made N times (alternating, each in
 a fresh directory); every time is printed and the ratios use the medians, so the spread of a shared
@@ -133,10 +140,52 @@ class PeakMemory(threading.Thread):
             self.stopped.wait(max(0.1, 20 * (time.thread_time() - started)))
 
 
+def parse_utilisation(text: str) -> list[float]:
+    """Per-GPU utilisation (%) from ``nvidia-smi --query-gpu=utilization.gpu
+    --format=csv,noheader,nounits``: one line per GPU; a line that is not a number (``[N/A]``) is
+    left out."""
+    values = []
+    for line in text.splitlines():
+        try:
+            values.append(float(line.strip()))
+        except ValueError:
+            continue
+    return values
+
+
+class GpuBusy(threading.Thread):
+    """Samples ``nvidia-smi``'s GPU utilisation (the share of time a kernel ran) every ``every``
+    seconds while a timed run goes on; ``share()`` is the mean over the samples, per GPU, in [0, 1].
+    Without ``nvidia-smi`` it samples nothing and ``share()`` is empty."""
+
+    QUERY = ["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits"]
+
+    def __init__(self, every: float = 0.5) -> None:
+        super().__init__(daemon=True)
+        self.every, self.samples, self.stopped = every, [], threading.Event()
+
+    def run(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                shown = subprocess.run(self.QUERY, capture_output=True, text=True, timeout=10).stdout
+            except (OSError, subprocess.SubprocessError):
+                return
+            values = parse_utilisation(shown)
+            if values:
+                self.samples.append(values)
+            self.stopped.wait(self.every)
+
+    def share(self) -> list[float]:
+        if not self.samples:
+            return []
+        gpus = min(len(sample) for sample in self.samples)
+        return [sum(sample[g] for sample in self.samples) / len(self.samples) / 100 for g in range(gpus)]
+
+
 @dataclass
 class MatrixRun:
     """One timed ``privbench matrix`` process: wall seconds, peak memory, its closing line, and its
-    jobs (from ``--timeline``) with the wall-clock span of the process."""
+    jobs (from ``--timeline``) with the wall-clock span of the process; on a GPU its busy share."""
 
     seconds: float
     peak: int
@@ -144,6 +193,14 @@ class MatrixRun:
     jobs: list[dict]
     launched: float
     exited: float
+    gpu_busy: list[float] | None = None
+
+
+def busy_text(shares: list[float] | None) -> str:
+    """``GPU busy 63 %`` (one figure per GPU), or nothing off a GPU."""
+    if not shares:
+        return ""
+    return "   GPU busy " + " / ".join(f"{100 * share:.0f} %" for share in shares)
 
 
 def timed_matrix(workdir: Path, args: list[str]) -> MatrixRun:
@@ -156,20 +213,43 @@ def timed_matrix(workdir: Path, args: list[str]) -> MatrixRun:
                                 "--timeline", str(timeline), *args],
                                cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-    sampler = PeakMemory(process.pid)
-    sampler.start()
+    sampler, busy = PeakMemory(process.pid), GpuBusy() if "cuda" in args else None
+    for thread in (sampler, busy):
+        if thread is not None:
+            thread.start()
     stdout, stderr = process.communicate()
     seconds = time.perf_counter() - started
     exited = time.time()
-    sampler.stopped.set()
-    sampler.join()
+    for thread in (sampler, busy):
+        if thread is not None:
+            thread.stopped.set()
+            thread.join()
     if process.returncode not in (0, 1):  # 1: some cell failed, still a finished run
         raise SystemExit(f"privbench matrix {' '.join(args)} exited {process.returncode}:\n{stderr}")
     lines = [json.loads(line) for line in timeline.read_text().splitlines()]
     jobs = [line for line in lines if "stage" in line and "started" in line]
     summary = [line for line in stdout.splitlines() if re.match(r"\d+ cells?: ", line)]
     return MatrixRun(seconds, sampler.peak, (summary or stdout.strip().splitlines())[-1], jobs, launched,
-                     exited)
+                     exited, busy.share() if busy is not None else None)
+
+
+def timed_reproduction(workdir: Path, name: str, data_dir: str, device: str) -> tuple[float, list[float]]:
+    """Wall seconds and GPU busy share of ``privbench reproduce NAME`` on real data under
+    ``data_dir``, from an empty PRIVBENCH_HOME (the target model is trained in the run)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PRIVBENCH_HOME": str(workdir / "home"), "COLUMNS": "200"}
+    busy = GpuBusy()
+    busy.start()
+    started = time.perf_counter()
+    shown = subprocess.run([sys.executable, "-m", "privbench", "reproduce", name, "--data-dir", data_dir,
+                            "--device", device, "--db", str(workdir / "reproduce.db"), "--quiet"],
+                           cwd=workdir, env=env, capture_output=True, text=True)
+    seconds = time.perf_counter() - started
+    busy.stopped.set()
+    busy.join()
+    if shown.returncode not in (0, 1):  # 1: some row did not hold, still a finished run
+        raise SystemExit(f"privbench reproduce {name} exited {shown.returncode}:\n{shown.stderr}")
+    return seconds, busy.share()
 
 
 def dry_run_estimate(workdir: Path, args: list[str]) -> float:
@@ -375,8 +455,8 @@ class WorkSplit:
 def measure_split(tmp: Path, common: list[str], local: MatrixRun, process: MatrixRun,
                   workers: int) -> WorkSplit:
     """Run the two narrow runs of ``--split`` (one each) beside the given local and process runs."""
-    from privbench.executors import default_threads
-    threads = default_threads(workers)  # what each worker of the process run gets
+    from privbench.devices import threads_per_process
+    threads = threads_per_process(workers)  # what each worker of the process run gets
     narrow = timed_matrix(tmp / "split-local", [*common, "--executor", "local", "--threads", str(threads)])
     one = timed_matrix(tmp / "split-process", [*common, "--executor", "process", "--workers", "1",
                                                "--threads", str(threads)])
@@ -402,10 +482,16 @@ def print_split(split: WorkSplit) -> None:
     print(f"{'ceiling: local wall / (process job-s / workers)':60s}{split.ceiling:8.2f} x")
 
 
+def started_workers(run: MatrixRun) -> int:
+    """How many worker processes a process run used: the distinct worker pids of its timeline."""
+    return max(1, len({job["pid"] for job in run.jobs if "pid" in job}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
-    parser.add_argument("--workers", type=int, default=2, help="workers of the process run (default 2)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="workers of the process run (default: 2 on the CPU, privbench's choice on a GPU)")
     parser.add_argument("--repeat", type=int, default=1,
                         help="make each first run this many times and use the medians (default 1)")
     parser.add_argument("--split", action="store_true",
@@ -413,13 +499,19 @@ def main() -> None:
                              "the process run's extra job-seconds")
     parser.add_argument("--inverse-network", metavar="DIR",
                         help="only time the MNIST conv1 inverse-network cell on real MNIST under DIR")
+    parser.add_argument("--mnist", metavar="DIR",
+                        help="also time `privbench reproduce he2019-mnist` on real MNIST under DIR")
     parser.add_argument("matrix_args", nargs="*", help="extra `privbench matrix` arguments, after --")
     options = parser.parse_args()
     if options.inverse_network:
         inverse_network_cell(options.inverse_network, options.device)
         return
+    on_gpu = options.device.startswith("cuda")
+    if options.workers is None and not on_gpu:
+        options.workers = 2
     common = ["--device", options.device, *options.matrix_args]
-    process_args = [*common, "--executor", "process", "--workers", str(options.workers)]
+    process_args = [*common, "--executor", "process",
+                    *(["--workers", str(options.workers)] if options.workers else [])]
     local_runs, process_runs = [], []
     with tempfile.TemporaryDirectory(prefix="privbench-bench-") as tmp:
         estimate = dry_run_estimate(Path(tmp) / "dry-run", common)
@@ -427,8 +519,11 @@ def main() -> None:
             local_runs.append(timed_matrix(Path(tmp) / f"local-{attempt}", common))
             process_runs.append(timed_matrix(Path(tmp) / f"process-{attempt}", process_args))
         rerun = timed_matrix(Path(tmp) / "local-0", common)
-        split = (measure_split(Path(tmp), common, local_runs[-1], process_runs[-1], options.workers)
+        workers = options.workers or started_workers(process_runs[-1])
+        split = (measure_split(Path(tmp), common, local_runs[-1], process_runs[-1], workers)
                  if options.split else None)
+        reproduction = (timed_reproduction(Path(tmp) / "he2019-mnist", "he2019-mnist", options.mnist,
+                                           options.device) if options.mnist else None)
     costs = encode_costs("cuda" if options.device == "cuda" else "cpu")
     local, process = median(r.seconds for r in local_runs), median(r.seconds for r in process_runs)
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -440,9 +535,13 @@ def main() -> None:
     print()
     runs = f"median of {options.repeat}" if options.repeat > 1 else "one run"
     print(f"default matrix, --executor local ({runs}):{'':10s}{local:8.2f} s   "
-          + " ".join(f"{r.seconds:.1f}" for r in local_runs))
-    print(f"default matrix, --executor process --workers {options.workers} ({runs}):"
-          f"{process:8.2f} s   " + " ".join(f"{r.seconds:.1f}" for r in process_runs))
+          + " ".join(f"{r.seconds:.1f}" for r in local_runs) + busy_text(local_runs[-1].gpu_busy))
+    print(f"default matrix, --executor process --workers {workers} ({runs}):"
+          f"{process:8.2f} s   " + " ".join(f"{r.seconds:.1f}" for r in process_runs)
+          + busy_text(process_runs[-1].gpu_busy))
+    if reproduction is not None:
+        print(f"reproduce he2019-mnist (real MNIST, empty cache):{'':7s}{reproduction[0]:8.2f} s"
+              + busy_text(reproduction[1]))
     print(f"speed-up local / process:{'':31s}{local / process:8.2f} x   "
           + " ".join(f"{a.seconds / b.seconds:.2f}"
                      for a, b in zip(local_runs, process_runs, strict=True)))
@@ -456,7 +555,7 @@ def main() -> None:
           f"{max(r.peak for r in process_runs) / 2**30:8.3f} GiB")
     print(f"peak memory, rerun (PSS):{'':31s}{rerun.peak / 2**30:8.3f} GiB")
     print()
-    print_occupancy(local_runs, process_runs, options.workers)
+    print_occupancy(local_runs, process_runs, workers)
     print()
     if split is not None:
         print_split(split)

@@ -72,6 +72,7 @@ from privbench.api import (
     hookimpl,
     mlp,
     param,
+    resident,
     shuffled_epochs,
     split_model,
     ssim_per_image,
@@ -214,14 +215,14 @@ class Adversarial(SplitFeatureDefense):
         networks = nn.ModuleList([client, server, adversaries]).to(device).train()
         service_optimizer = adam([*client.parameters(), *server.parameters()], self.lr)
         adversary_optimizer = adam(list(adversaries.parameters()), self.lr)
-        images, labels = owner.images, owner.labels()
-        secrets = owner.labels(facts.private_task)
-        prior = class_prior(secrets, facts.classes(facts.private_task)).to(device)
+        images, labels, secrets = resident(device, owner.images, owner.labels(),
+                                           owner.labels(facts.private_task))
+        prior = class_prior(secrets.cpu(), facts.classes(facts.private_task)).to(device)
         for epoch in shuffled_epochs(owner, len(images), epochs=self.epochs or facts.target_epochs,
                                      batch_size=self.batch_size,
                                      description=f"adversarial: split at {self.layer}, {self.adversary} adversary"):
             for index in epoch:
-                x, y, s = images[index].to(device), labels[index].to(device), secrets[index].to(device)
+                x, y, s = images[index], labels[index], secrets[index]
                 self.adversary_step(client, adversaries, adversary_optimizer, x, s)
                 self.client_step(client, server, adversaries, service_optimizer, x, y, prior)
         networks.eval()

@@ -86,6 +86,7 @@ from privbench.api import (
     apply,
     hookimpl,
     param,
+    resident,
     shuffled_epochs,
 )
 
@@ -217,11 +218,11 @@ class Cloak(Defense):
         encoder.to(device).train()
         server.to(device)
         optimizer = torch.optim.Adam(encoder.parameters(), lr=self.lr)
-        images, labels = owner.images, owner.labels()
+        images, labels = resident(device, owner.images, owner.labels())
         for epoch in shuffled_epochs(owner, len(images), epochs=self.epochs, batch_size=self.batch_size,
                                      description=f"cloak: noise (lambda {self.lam:g})"):
             for index in epoch:
-                x, y = images[index].to(device), labels[index].to(device)
+                x, y = images[index], labels[index]
                 loss = cloak_loss(server(encoder(x)), y, encoder.sigma(), self.lam)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()

@@ -81,6 +81,7 @@ from privbench.api import (
     hookimpl,
     mlp,
     param,
+    resident,
     shuffled_epochs,
     split_model,
 )
@@ -216,15 +217,15 @@ class Disco(SplitFeatureDefense):
                       for name, params in (("service", [*encoder.client.parameters(), *server.parameters()]),
                                            ("pruner", list(encoder.pruner.parameters())),
                                            ("adversary", list(adversary.parameters())))}
-        images, labels = owner.images, owner.labels()
-        secrets = owner.labels(owner.facts.private_task)
+        images, labels, secrets = resident(device, owner.images, owner.labels(),
+                                           owner.labels(owner.facts.private_task))
         description = (f"disco: split at {self.layer}, R {self.ratio:g}, alpha {self.alpha:g}, "
                        f"{self.adversary} adversary")
         for epoch in shuffled_epochs(owner, len(images), epochs=self.epochs or owner.facts.target_epochs,
                                      batch_size=self.batch_size, description=description):
             for index in epoch:
-                self.step(encoder, server, adversary, optimizers, images[index].to(device),
-                          labels[index].to(device), secrets[index].to(device))
+                self.step(encoder, server, adversary, optimizers, images[index], labels[index],
+                          secrets[index])
         networks.eval()
 
     def step(self, encoder: ObfuscatedClient, server: nn.Module, adversary: nn.Module,

@@ -117,6 +117,7 @@ from privbench.api import (
     hookimpl,
     mk_mmd,
     param,
+    resident,
     to_normalised,
 )
 
@@ -334,13 +335,14 @@ class Fora(Attack):
         for net in (nets.substitute, nets.critic, nets.decoder):
             net.to(device).train()
         optimisers = self.optimisers(nets)
+        aux, observed = resident(device, aux, observed)
         aux_batches = endless_batches(len(aux), batch, view.generator)
         observed_batches = endless_batches(len(observed), batch, view.generator)
         description = f"fora: {self.iterations} iterations on {len(observed)} observed rows"
         with view.progress.task(description, total=self.iterations) as advance:
             for _ in range(self.iterations):
-                x = aux[next(aux_batches)].to(device)
-                z = observed[next(observed_batches)].to(device)
+                x = aux[next(aux_batches)]
+                z = observed[next(observed_batches)]
                 fake = substitute_step(nets, optimisers[0], x, z, self.a)
                 decoder_step(nets, optimisers[1], x)
                 critic_step(nets.critic, optimisers[2], z, fake, self.gp_weight, view.generator)

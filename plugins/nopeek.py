@@ -53,6 +53,7 @@ from privbench.api import (
     distance_correlation,
     hookimpl,
     param,
+    resident,
     shuffled_epochs,
     split_model,
 )
@@ -103,12 +104,12 @@ class NoPeek(SplitFeatureDefense):
         device = owner.device
         pair.to(device).train()
         optimizer = adam(pair.parameters(), self.lr)
-        images, labels = owner.images, owner.labels()
+        images, labels = resident(device, owner.images, owner.labels())
         for epoch in shuffled_epochs(owner, len(images), epochs=self.epochs or owner.facts.target_epochs,
                                      batch_size=self.batch_size,
                                      description=f"nopeek: split at {self.layer}, alpha {self.alpha:g}"):
             for index in epoch:
-                x, y = images[index].to(device), labels[index].to(device)
+                x, y = images[index], labels[index]
                 logits, activations = pair(x)
                 loss = nn.functional.cross_entropy(logits, y)
                 if self.alpha:

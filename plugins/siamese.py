@@ -65,6 +65,7 @@ from privbench.api import (
     apply,
     hookimpl,
     param,
+    resident,
     shuffled_epochs,
     split_model,
 )
@@ -143,12 +144,12 @@ class Siamese(SplitFeatureDefense):
         server.to(device).train()
         client_parameters, server_parameters = list(client.parameters()), list(server.parameters())
         optimizer = adam(client_parameters + server_parameters, self.lr)
-        images, labels = owner.images, owner.labels()
+        images, labels = resident(device, owner.images, owner.labels())
         description = f"siamese: split at {self.layer}, alpha {self.alpha:g}, margin {margin:.3g}"
         for epoch in shuffled_epochs(owner, len(images), epochs=self.epochs or owner.facts.target_epochs,
                                      batch_size=self.batch_size, description=description):
             for index in epoch:
-                x, y = images[index].to(device), labels[index].to(device)
+                x, y = images[index], labels[index]
                 features = client(x)
                 cross_entropy = nn.functional.cross_entropy(server(features), y)
                 client_loss = ((1 - self.alpha) * cross_entropy

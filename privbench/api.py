@@ -88,8 +88,10 @@ from privbench.training import (
     adam,
     apply,
     batches,
+    eval_batch_size,
     fit,
     one_torch_thread,
+    resident,
     shuffled_epochs,
     train_classifier,
     train_server_on_encoded,
@@ -111,6 +113,6 @@ __all__ = [
     "without_random_layers",
     "tv_size_factor", "checked_tv_weight", "Normalize", "ssim_per_image", "layer_problem",
     "train_classifier", "train_decoder", "train_decoder_with_critic", "train_server_on_encoded", "shuffled_epochs",
-    "one_torch_thread",
+    "one_torch_thread", "resident", "eval_batch_size",
     "TITCOMBE_LAYERS", "blockwise", "distance_correlation", "rv_distance_correlation",
 ]

@@ -186,8 +186,10 @@ def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_di
         attacks=[parse_spec(s) for s in attacks] or entries_from_config(file_config, "attack"),
         seeds=parse_seeds(pick(seeds, "seeds", "0")))
     if dry_run:
-        from privbench.dryrun import describe
-        for line in describe(_registry(), config, pick(db, "db", "privbench.db")):
+        from privbench.dryrun import describe, executor_line
+        running = executor_line(pick(executor, "executor", "local"), pick(workers, "workers", None),
+                                str(pick(device, "device", "auto")))
+        for line in describe(_registry(), config, pick(db, "db", "privbench.db"), running):
             click.echo(line)
         return
     _run_matrix(config, db=pick(db, "db", "privbench.db"), device=pick(device, "device", "auto"),

@@ -91,8 +91,22 @@ class RunPace:
         return "" if left is None else f"about {left:.0f} s left"
 
 
-def describe(registry, config: MatrixConfig, db: str) -> list[str]:
-    """The dry run's lines."""
+def executor_line(executor: str, workers: int | None, device: str) -> str:
+    """What the run would start: for ``process``, how many workers with how many threads and GPUs
+    (``privbench.devices``); ``device`` ``auto`` is CUDA where torch sees a GPU."""
+    from privbench.devices import describe_workers, host_cores, visible_gpu_memory
+    if executor != "process":
+        return f"executor: {executor}"
+    on_gpu = device.split(":", 1)[0] in ("cuda", "auto")
+    free = visible_gpu_memory("cuda" if device == "auto" else device) if on_gpu else []
+    if device.startswith("cuda") and not free:
+        return f"executor: process; --device {device} but torch sees no GPU here (the run would stop)"
+    resolved = "cuda" if free and device == "auto" else ("cpu" if device == "auto" else device)
+    return describe_workers(resolved, workers, free, host_cores())
+
+
+def describe(registry, config: MatrixConfig, db: str, executor: str | None = None) -> list[str]:
+    """The dry run's lines; ``executor``: the line of ``executor_line`` to print after the plan."""
     cells = plan(registry, config)
     stored = stored_cells(db)
     finished = {c.key for c in stored if c.status in ("done", "not-applicable")}
@@ -111,6 +125,8 @@ def describe(registry, config: MatrixConfig, db: str) -> list[str]:
         state = "stored " if cell.key in finished else f"~{seconds[cell.key]:6.0f} s"
         lines.append(f"  {state}  {cell.label}")
     total = sum(seconds.values())
+    if executor:
+        lines.append(executor)
     lines.append(f"estimated time for the pending cells: about {total / 60:.1f} min ({source}); "
                  "nothing was trained or stored")
     return lines

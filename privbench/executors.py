@@ -15,20 +15,23 @@ alone writes the store.
 - ``process``: N worker processes on this machine (``concurrent.futures``), forked from a fork
   server that imported torch and the plugins once (``privbench.forkserver``; spawned for a CUDA
   device or where there is no fork server), each with ``threads`` torch threads; on a log (no TTY)
-  each worker prints its own training lines.
+  each worker prints its own training lines. With ``--device cuda`` and no ``--workers``, N comes
+  from the GPUs' free memory and the host's cores, and worker k uses GPU k mod the GPUs
+  (``privbench.devices``).
 - ``ray``: each job is a Ray task on a running cluster (``--ray-address``) or on a local one
-  started with N CPUs; with ``--device cuda`` every task asks Ray for one GPU. Workers on other
-  machines need privbench and the plugins installed and the cache directory on shared storage.
+  started with N CPUs; with ``--device cuda`` a task asks Ray for a whole GPU to train a shared
+  artifact and for a quarter of one to run a cell. Workers on other machines need privbench and
+  the plugins installed and the cache directory on shared storage.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as futures
 import heapq
-import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 
+from privbench.devices import RAY_CELL_GPU_SHARE, gpu_workers, host_cores, threads_per_process, visible_gpu_memory
 from privbench.errors import PrivbenchError
 from privbench.forkserver import is_cuda, process_context
 from privbench.harness import Harness, WorkerSettings, failed_job, run_job_in_this_process, warm_up
@@ -37,12 +40,6 @@ from privbench.schedule import Job, JobResult, attack_on_scenario, priority
 EXECUTORS = ("local", "process", "ray")
 
 Expand = Callable[[JobResult], list[Job]]
-
-
-def default_threads(workers: int) -> int:
-    """Torch threads per worker: the machine's cores shared out, at least one."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    return max(1, cores // max(1, workers))
 
 
 class LocalExecutor:
@@ -156,8 +153,11 @@ class ProcessExecutor(DispatchingExecutor):
         self.pool = self._new_pool()
 
     def _new_pool(self) -> futures.ProcessPoolExecutor:
-        pool = futures.ProcessPoolExecutor(self.workers, mp_context=process_context(self.settings.device),
-                                           initializer=warm_up, initargs=(self.settings,))
+        context = process_context(self.settings.device)
+        numbering = context.Value("i", 0)  # each worker takes the next number: its GPU (devices.py)
+        gpus = len(visible_gpu_memory(self.settings.device)) if is_cuda(self.settings.device) else 0
+        pool = futures.ProcessPoolExecutor(self.workers, mp_context=context, initializer=warm_up,
+                                           initargs=(self.settings, numbering, gpus))
         for _ in range(self.workers):  # start every worker now: they import torch meanwhile
             pool.submit(int)
         return pool
@@ -205,16 +205,17 @@ class RayExecutor(DispatchingExecutor):
         self.ray = ray
         self.started_here = not ray.is_initialized()
         if self.started_here:
-            options = {"address": address} if address else {"num_cpus": workers or default_threads(1)}
+            options = {"address": address} if address else {"num_cpus": workers or host_cores()}
             ray.init(**options, include_dashboard=False, log_to_driver=False,
                      configure_logging=False)
         workers = workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         super().__init__(settings, workers, secret)
-        gpus = 1 if is_cuda(settings.device) else 0
-        self.task = ray.remote(num_cpus=1, num_gpus=gpus, max_retries=0)(run_job_in_this_process)
+        self.cuda = is_cuda(settings.device)
+        self.task = ray.remote(num_cpus=1, max_retries=0)(run_job_in_this_process)
 
     def _start(self, job: Job):
-        return self.task.remote(self.settings, job, self.secret)
+        task = self.task.options(num_gpus=ray_gpu_share(job)) if self.cuda else self.task
+        return task.remote(self.settings, job, self.secret)
 
     def _wait(self) -> list:
         done, _ = self.ray.wait(list(self.in_flight), num_returns=1)
@@ -230,20 +231,36 @@ class RayExecutor(DispatchingExecutor):
             self.ray.shutdown()
 
 
+def ray_gpu_share(job: Job) -> float:
+    """The GPUs a Ray task asks for: one to train a shared artifact, ``RAY_CELL_GPU_SHARE`` of one
+    for a cell."""
+    return RAY_CELL_GPU_SHARE if job.stage == "cell" else 1.0
+
+
+def default_workers(device: str) -> int:
+    """Workers when ``--workers`` is not given: the host's cores, or on a GPU what the GPUs' free
+    memory and the host's cores allow (``privbench.devices.gpu_workers``)."""
+    if is_cuda(device):
+        return gpu_workers(visible_gpu_memory(device), host_cores())
+    return host_cores()
+
+
 def make_executor(name: str, worker: Harness, *, workers: int | None = None,
                   threads: int | None = None, ray_address: str | None = None):
-    """The executor called ``name``; ``workers`` defaults to the machine's cores."""
+    """The executor called ``name``; ``workers`` defaults to ``default_workers``, ``threads`` to the
+    host's cores shared out over the workers (``privbench.devices.threads_per_process``)."""
     if name not in EXECUTORS:
         raise PrivbenchError(f"unknown executor '{name}'; accepted: {', '.join(EXECUTORS)}")
     if workers is not None and workers < 1:
         raise PrivbenchError(f"--workers must be at least 1; got {workers}")
-    if name == "local":
-        if threads:
+    device = str(worker.ctx.device)
+    if name == "local":  # on the CPU, torch's own default (one thread per physical core) unless given
+        if threads or is_cuda(device):
             import torch
-            torch.set_num_threads(threads)
+            torch.set_num_threads(threads or threads_per_process(1, cuda=True))
         return LocalExecutor(worker)
-    count = workers or default_threads(1)
-    settings = WorkerSettings.of(worker.ctx, threads or default_threads(count))
+    count = workers or default_workers(device)
+    settings = WorkerSettings.of(worker.ctx, threads or threads_per_process(count, cuda=is_cuda(device)))
     if name == "process":
         return ProcessExecutor(settings, count, worker.ctx.secret)
     return RayExecutor(settings, workers, ray_address, worker.ctx.secret)

@@ -591,7 +591,7 @@ class WorkerSettings:
             torch.set_num_threads(self.threads)
         progress = (PlainProgress.for_worker(self.log_since) if self.log_since is not None
                     else SilentProgress())
-        return RunContext(device=torch.device(self.device), cache=ArtifactCache(self.cache_dir),
+        return RunContext(device=torch.device(_WORKER_DEVICE or self.device), cache=ArtifactCache(self.cache_dir),
                           data_dir=Path(self.data_dir) if self.data_dir else privbench_home() / "data",
                           download=self.download, progress=progress, secret=secret,
                           trust_plugins=self.trust_plugins, cell_timeout=self.cell_timeout)
@@ -607,6 +607,9 @@ class WorkerSettings:
 
 _PROCESS_HARNESS: dict[tuple[WorkerSettings, int | None], Harness] = {}
 
+# This worker's own GPU where the run's ``cuda`` is shared over several (set by ``warm_up``).
+_WORKER_DEVICE: str | None = None
+
 
 def harness_for(settings: WorkerSettings, secret: int | None) -> Harness:
     """This process's Harness for ``settings`` (created once, then reused by every job)."""
@@ -617,9 +620,17 @@ def harness_for(settings: WorkerSettings, secret: int | None) -> Harness:
     return _PROCESS_HARNESS[(settings, secret)]
 
 
-def warm_up(settings: WorkerSettings) -> None:
-    """Pool initializer, before the first job: fork this worker's zygote while the worker is still
-    clean (torch and the plugins imported, no data, no secret), then load the registry."""
+def warm_up(settings: WorkerSettings, numbering=None, gpus: int = 0) -> None:
+    """Pool initializer, before the first job: take this worker's number from the shared
+    ``numbering`` counter and with it its GPU of ``gpus`` (``privbench.devices.worker_device``),
+    fork this worker's zygote while the worker is still clean (torch and the plugins imported, no
+    data, no secret, CUDA untouched), then load the registry."""
+    global _WORKER_DEVICE
+    if numbering is not None:
+        with numbering.get_lock():
+            number, numbering.value = numbering.value, numbering.value + 1
+        from privbench.devices import worker_device
+        _WORKER_DEVICE = worker_device(settings.device, number, gpus)
     if not settings.trust_plugins:
         from privbench.parties.host import start_zygote
         from privbench.parties.sandbox import make_non_dumpable

@@ -372,9 +372,10 @@ def train_decoder_with_critic(decoder: nn.Module, protected: torch.Tensor, image
     every other draw (the critic's batches, the penalty's eps) comes from ``generator``, and the
     critic is initialised from torch's global state after the decoder was. With ``prior_weight``
     0 the decoder therefore ends bit for bit where ``train_decoder`` leaves it."""
-    from privbench.training import adam, shuffled_epochs
+    from privbench.training import adam, resident, shuffled_epochs
     device = ctx.device
     decoder.to(device).train()
+    protected, images, realistic, observed = resident(device, protected, images, realistic, observed)
     critic = Critic(tuple(realistic.shape[1:])).to(device).train()
     optimizer, critic_opt = adam(decoder.parameters(), lr), critic_optimizer(critic, critic_lr)
     schedule = (torch.optim.lr_scheduler.StepLR(optimizer, halve_lr_every, gamma=0.5)
@@ -383,12 +384,12 @@ def train_decoder_with_critic(decoder: nn.Module, protected: torch.Tensor, image
                                  description=description):
         for index in epoch:
             for _ in range(critic_steps):
-                real = sample_rows(realistic, batch_size, generator).to(device)
+                real = sample_rows(realistic, batch_size, generator)
                 with torch.no_grad():
-                    fake = decoder(sample_rows(observed, batch_size, generator).to(device))
+                    fake = decoder(sample_rows(observed, batch_size, generator))
                 critic_step(critic, critic_opt, real, fake, gp_weight, generator)
-            z, x = protected[index].to(device), images[index].to(device)
-            decoded = decoder(sample_rows(observed, batch_size, generator).to(device))
+            z, x = protected[index], images[index]
+            decoded = decoder(sample_rows(observed, batch_size, generator))
             optimizer.zero_grad(set_to_none=True)
             critic.requires_grad_(False)  # the decoder's step moves the decoder only
             loss = nn.functional.mse_loss(decoder(z), x) - prior_weight * critic(decoded).mean()

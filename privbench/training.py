@@ -18,6 +18,9 @@ from torch import nn
 
 BATCH_SIZE = 32
 EVAL_BATCH_SIZE = 512
+# Evaluation batches on a GPU: large enough that a LeNet-sized pass is one launch per layer, not one
+# per 512 images (evaluation mode: the batch size does not change an image's output).
+CUDA_EVAL_BATCH_SIZE = 8192
 
 
 @dataclass(frozen=True)
@@ -34,7 +37,23 @@ def adam(parameters, lr: float = 1e-3) -> torch.optim.Optimizer:
     return torch.optim.Adam(parameters, lr=lr, eps=1e-3, amsgrad=True)
 
 
+def eval_batch_size(device: torch.device | str) -> int:
+    """The batch of an evaluation pass: ``EVAL_BATCH_SIZE`` on the CPU, ``CUDA_EVAL_BATCH_SIZE`` on a
+    GPU."""
+    return CUDA_EVAL_BATCH_SIZE if torch.device(device).type == "cuda" else EVAL_BATCH_SIZE
+
+
+def resident(device: torch.device | str, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``tensors`` moved to ``device`` once, before a loop indexes them batch by batch: on a GPU the
+    data then stays there instead of crossing from the host for every batch; on the CPU they are the
+    same tensors (nothing is copied, so every CPU result is unchanged)."""
+    return tuple(tensor.to(device) for tensor in tensors)
+
+
 def batches(count: int, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
+    """CPU index tensors of consecutive batches of 0 .. count - 1, in a random order drawn from
+    ``generator`` when ``shuffle`` (the same order on every device; a CPU index also indexes a
+    tensor ``resident`` on a GPU)."""
     order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
     for start in range(0, count, batch_size):
         yield order[start:start + batch_size]
@@ -43,7 +62,8 @@ def batches(count: int, batch_size: int, shuffle: bool, generator: torch.Generat
 def shuffled_epochs(ctx, count: int, *, epochs: int, batch_size: int, description: str):
     """The loop of every training in privbench: for each of ``epochs`` epochs, an iterator over
     shuffled batches of the indices 0 .. count - 1 (one generator, seeded from ``ctx.seed``, draws
-    every epoch's order), with one progress step when the caller has consumed the epoch."""
+    every epoch's order), with one progress step when the caller has consumed the epoch. Index
+    tensors made ``resident`` on the party's device before the loop."""
     generator = torch.Generator().manual_seed(ctx.seed)
     with ctx.progress.task(description, total=epochs) as advance:
         for _ in range(epochs):
@@ -62,13 +82,14 @@ def fit(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: 
     """
     device = ctx.device
     model.to(device).train()
+    inputs, targets = resident(device, inputs, targets)
     optimizer = adam(model.parameters(), lr)
     schedule = (torch.optim.lr_scheduler.StepLR(optimizer, halve_lr_every, gamma=0.5)
                 if halve_lr_every > 0 else None)
     for epoch in shuffled_epochs(ctx, len(inputs), epochs=epochs, batch_size=batch_size,
                                  description=description):
         for index in epoch:
-            x, y = inputs[index].to(device), targets[index].to(device)
+            x, y = inputs[index], targets[index]
             if transform is not None:
                 with torch.no_grad():
                     x = transform(x)
@@ -102,12 +123,13 @@ def train_server_on_encoded(owner, encoder: nn.Module, *, description: str,
 
 
 @torch.no_grad()
-def apply(module: nn.Module, inputs: torch.Tensor, ctx, batch_size: int = EVAL_BATCH_SIZE) -> torch.Tensor:
-    """``module(inputs)`` in evaluation mode, batched, on the run's device; the result on the CPU."""
+def apply(module: nn.Module, inputs: torch.Tensor, ctx, batch_size: int | None = None) -> torch.Tensor:
+    """``module(inputs)`` in evaluation mode, batched (``eval_batch_size`` of the device unless
+    given), on the run's device; the result on the CPU, moved back once."""
     module.to(ctx.device).eval()
-    outputs = [module(inputs[index].to(ctx.device)).cpu()
-               for index in batches(len(inputs), batch_size, False)]
-    return torch.cat(outputs)
+    size = batch_size or eval_batch_size(ctx.device)
+    outputs = [module(inputs[start:start + size].to(ctx.device)) for start in range(0, len(inputs), size)]
+    return torch.cat(outputs).cpu()
 
 
 def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

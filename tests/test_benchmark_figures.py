@@ -61,3 +61,12 @@ def test_split_multiplies_back_to_the_job_seconds_ratio_and_gives_the_ceiling(be
     assert split.side_by_side == pytest.approx(1.1)
     assert split.intra_op_gain * split.worker_cost * split.side_by_side == pytest.approx(138.6 / 100)
     assert split.ceiling == pytest.approx(110.0 / (138.6 / 2))
+
+
+def test_gpu_busy_share_is_read_from_nvidia_smi_lines_per_gpu(bench):
+    assert bench.parse_utilisation("63\n 7 \n[N/A]\n") == [63.0, 7.0]
+    sampler = bench.GpuBusy()
+    sampler.samples = [[50.0, 10.0], [70.0, 30.0], [90.0, 20.0]]
+    assert sampler.share() == pytest.approx([0.7, 0.2])
+    assert bench.GpuBusy().share() == []  # no samples (no nvidia-smi): no figure
+    assert bench.busy_text([0.7, 0.2]) == "   GPU busy 70 % / 20 %" and bench.busy_text(None) == ""

@@ -37,3 +37,12 @@ def test_a_dry_run_marks_stored_cells_and_estimates_from_their_timings(tmp_path)
     assert any(line.strip().startswith("stored") and " · identity · " in line for line in lines)
     assert "fit: " in result.stdout and " · noise" in result.stdout
     assert "past timings in the store" in lines[-1]
+
+
+def test_the_dry_run_says_what_the_executor_would_start(tmp_path):
+    result = matrix(tmp_path, "--dry-run", "--defense", "identity", "--attack", "examiner",
+                    "--executor", "process", "--workers", "3", "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    assert "executor: process, 3 worker(s) from --workers, " in result.stdout
+    local = matrix(tmp_path, "--dry-run", "--defense", "identity", "--attack", "examiner")
+    assert "executor: local" in local.stdout.splitlines()
