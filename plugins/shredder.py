@@ -65,9 +65,14 @@ Settings for privbench's models (the paper has none for 8 x 8 digits):
 - ``batch_size`` = 32 (SH2: 256): 29 steps per epoch on ~900 digits instead of 4. The contrastive
   term is a sum over the batch, so at a fixed lambda it weighs 8 times less per batch than at 256.
 - ``samples`` = 3: the authors keep every accepted run of 1000; a few make every call random and keep
-  the default matrix cheap. Each run trains ``epochs`` epochs; the authors' acceptance test (test
-  accuracy > 0.95 after epoch 27) is replaced by a fixed epoch count, because a defense may not read
-  the test split.
+  the default matrix cheap. By default each run trains ``epochs`` epochs and is kept.
+- The authors' acceptance rule (SH2's training loop: a run is saved as soon as its test accuracy
+  exceeds 0.95 from epoch 27 on, else dropped after its last epoch) is ``accept`` = 0.95,
+  ``accept_from`` = 27, ``attempts`` = how many runs to try, with one change: a defense may not read
+  the test split, so the accuracy is the frozen service's on a held-out tenth of the owner's own
+  images (``HELD_OUT``), which the runs then do not train on. Runs stop once ``samples`` are
+  accepted; if ``attempts`` runs leave fewer, the best of the rejected ones (held-out accuracy)
+  fill the collection. ``accept`` = 0 (default) holds nothing out and keeps every run.
 
 Threat model: Shredder's paper defends against an untrusted cloud that sees z only (it measures the
 mutual information between images and z and the accuracy of a *clean* classifier on z); it claims
@@ -114,6 +119,7 @@ from privbench.api import (
 # classifier head, as SH2 cuts LeNet-5 after c5 (see the module docstring).
 AUTO_LAYERS = {"lenet": "relu3", "lenet5": "relu5", "he-cifar": "fc1act", "resnet18": "avgpool"}
 SNR_IMAGES = 1024  # the authors' test batch, on which their SNR is computed
+HELD_OUT = 0.1  # the share of the owner's images the acceptance rule holds out (accept > 0)
 
 
 # --- the trained noise ---------------------------------------------------------------------------
@@ -216,6 +222,13 @@ class Shredder(SplitFeatureDefense):
     weight_decay: float = param(0.0, "L2 decay on n and w as Adam couples it (SH2's final loop: 0; "
                                      "their first optimiser: -0.01, which grows the noise)",
                                 minimum=-1.0, maximum=1.0)
+    accept: float = param(0.0, "keep a run once the frozen service's accuracy through it on held-out "
+                               "owner images exceeds this (SH2: 0.95 on the test split); 0 keeps every "
+                               "run and holds nothing out", minimum=0.0, maximum=1.0)
+    accept_from: int = param(0, "first epoch whose end the acceptance test runs at (SH2: 27); 0: only "
+                                "after the last epoch", minimum=0)
+    attempts: int = param(0, "most runs trained to find `samples` accepted ones (SH2: 1000); 0: as many "
+                             "as samples", minimum=0, maximum=4096)
 
     def cut(self, arch: str) -> str:
         return AUTO_LAYERS[arch] if self.layer == "auto" else self.layer
@@ -251,24 +264,50 @@ class Shredder(SplitFeatureDefense):
         collection = ShredderCollection(self.samples, shape).to(device)
         generator = torch.Generator().manual_seed(owner.seed)
         scale = self.noise_init * float(features.pow(2).mean().sqrt())
+        labels = owner.labels().to(device)
+        train, held = self.held_out(len(features), generator)
+        runs = max(self.attempts, self.samples) if self.accept else self.samples
+        kept: list[tuple[bool, float, int, NoiseLayer]] = []
         with one_torch_thread(), owner.progress.task(
-                f"shredder: {self.samples} noise samples at {self.cut(owner.facts.arch)}",
-                total=self.samples) as advance:
-            for k in range(self.samples):
-                layer = self.trained_sample(NoiseLayer(shape, scale, generator).to(device), server,
-                                            features, owner.labels().to(device), generator)
-                collection.noises[k] = layer.noise.detach()
-                collection.weights[k] = layer.weight.detach()
+                f"shredder: {self.samples} noise samples at {self.cut(owner.facts.arch)}"
+                + (f", accepted above {self.accept:g} of at most {runs} runs" if self.accept else ""),
+                total=runs) as advance:
+            for run in range(runs):
+                layer, accuracy = self.trained_sample(NoiseLayer(shape, scale, generator).to(device), server,
+                                                      features[train], labels[train], generator,
+                                                      (features[held], labels[held]) if self.accept else None)
+                kept.append((accuracy > self.accept if self.accept else True,
+                             accuracy if self.accept else 0.0, -run, layer))
                 advance()
+                if sum(accepted for accepted, *_ in kept) >= self.samples:
+                    break
+        # accepted runs first, then the best held-out accuracy, then the earlier run
+        for k, (*_, layer) in enumerate(sorted(kept, key=lambda entry: entry[:3], reverse=True)[:self.samples]):
+            collection.noises[k] = layer.noise.detach()
+            collection.weights[k] = layer.weight.detach()
         return Protection(encoder=SplitEncoder(client, collection).eval().cpu(), server=server.cpu())
 
+    def held_out(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        """(training indices, held-out indices): every image and none without ``accept``; else a
+        random ``HELD_OUT`` share of the owner's images is held out for the acceptance test."""
+        if not self.accept:
+            return torch.arange(count), torch.arange(0)
+        order = torch.randperm(count, generator=generator)
+        cut = max(1, round(HELD_OUT * count))
+        return order[cut:], order[:cut]
+
     def trained_sample(self, layer: NoiseLayer, server: nn.Module, features: torch.Tensor,
-                       labels: torch.Tensor, generator: torch.Generator) -> NoiseLayer:
+                       labels: torch.Tensor, generator: torch.Generator,
+                       held: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[NoiseLayer, float]:
         """Adam on (n, w) only: NLL(y, f2(v * w + n)) + lambda * (pos - neg) (SH2 loss) + the
-        optional L2 decay, for ``epochs`` epochs; each batch paired with a random batch."""
+        optional L2 decay, for ``epochs`` epochs; each batch paired with a random batch. With
+        ``held`` (features, labels), the acceptance test (module docstring) runs after each epoch from
+        ``accept_from`` (only the last when 0) and stops the run once it passes. Returns the layer and
+        its last held-out accuracy (nan without ``held``)."""
         optimizer = torch.optim.Adam(layer.parameters(), lr=self.lr)
         count = len(features)
-        for _ in range(self.epochs):
+        accuracy = float("nan")
+        for epoch in range(1, self.epochs + 1):
             for index in batches(count, self.batch_size, True, generator):
                 pair = torch.randint(count, (len(index),), generator=generator)
                 z, z_pair = layer(features[index]), layer(features[pair])
@@ -281,11 +320,23 @@ class Shredder(SplitFeatureDefense):
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-        return layer
+            if held is not None and epoch >= (self.accept_from or self.epochs):
+                accuracy = held_out_accuracy(layer, server, *held)
+                if accuracy > self.accept:
+                    break
+        return layer, accuracy
 
     def evaluate(self, protection, data) -> dict[str, float]:
         """``defense.snr``: mean(f1(x)^2) / var(f1(x) - z) on up to 1024 test images (SH2's SNR)."""
         return {"defense.snr": signal_to_noise(protection.encoder, data.images[:SNR_IMAGES].to(data.device))}
+
+
+@torch.no_grad()
+def held_out_accuracy(layer: NoiseLayer, server: nn.Module, features: torch.Tensor,
+                      labels: torch.Tensor) -> float:
+    """The frozen service's accuracy on held-out owner features through one trained (n, w), as SH2
+    tests a run (its own n and w, not a redraw)."""
+    return float((server(layer(features)).argmax(1) == labels).float().mean())
 
 
 @torch.no_grad()

@@ -28,7 +28,8 @@ NEEDS = {"attack.ssim_skimage": ("metric", None), "he-cifar": ("dataset", "arch"
 
 # The papers' services classify the 10 digits / classes; these datasets default to coarser tasks.
 PAPER_TASKS = {"mnist": "digit", "cifar10": "class", "digits": "digit"}
-PAPER_TASKS_BY_CONFIG = {"cloak-mnist": {"mnist": "above5"}}  # Cloak's and Shredder's "digit > 5"
+# Cloak's and Shredder's "digit > 5"
+PAPER_TASKS_BY_CONFIG = {"cloak-mnist": {"mnist": "above5"}, "shredder-mnist": {"mnist": "above5"}}
 
 
 def invoke(*args):
@@ -63,7 +64,7 @@ def unregistered_needs(registry, config_text: str) -> list[str]:
 def test_the_papers_experiments_are_shipped():
     assert SHIPPED == sorted(["he2019-mnist", "he2019-cifar10", "he2019-defenses", "disguised-nets-mnist",
                               "disguised-nets-cifar10-lfw", "disguised-nets-sweeps", "dapter-lambda",
-                              "privacy-finetune-celeba", "cloak-mnist", "nopeek-mnist",
+                              "privacy-finetune-celeba", "cloak-mnist", "nopeek-mnist", "shredder-mnist",
                               "reconstruction-attacks-mnist"])
 
 

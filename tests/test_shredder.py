@@ -74,6 +74,59 @@ def test_the_noise_stays_large_and_a_negative_decay_grows_it():
     assert magnitudes[-0.01] > magnitudes[0.0], magnitudes
 
 
+def test_the_acceptance_test_stops_a_run_once_the_held_out_accuracy_passes():
+    """SH2 saves a run as soon as its accuracy exceeds the bar from epoch 27 on: here from
+    ``accept_from``. A bar any run passes stops it after that epoch; an impossible one runs every
+    epoch and reports the last accuracy."""
+    features, labels = separable_features()
+    steps = {}
+    for accept in (0.01, 1.0):
+        layer = NoiseLayer((12,), 0.5, torch.Generator().manual_seed(0))
+        counted = []
+        layer.noise.register_hook(lambda grad, counted=counted: counted.append(1))
+        _, accuracy = Shredder(epochs=6, batch_size=16, accept=accept, accept_from=2).trained_sample(
+            layer, frozen_head(), features[:48], labels[:48], torch.Generator().manual_seed(0),
+            (features[48:], labels[48:]))
+        steps[accept] = len(counted)  # one gradient of n per step
+        assert 0.0 <= accuracy <= 1.0
+    assert steps == {0.01: 2 * 3, 1.0: 6 * 3}  # 48 images in batches of 16: 3 steps an epoch
+
+
+def test_the_acceptance_rule_holds_out_owner_images_and_only_then():
+    generator = torch.Generator().manual_seed(0)
+    train, held = Shredder(accept=0.95).held_out(200, generator)
+    assert len(held) == 20 and len(train) == 180
+    assert set(train.tolist()).isdisjoint(held.tolist()) and set(train.tolist()) | set(held.tolist()) == set(range(200))
+    state = generator.get_state()
+    train, held = Shredder().held_out(200, generator)  # accept 0: every image trains, no draw
+    assert train.tolist() == list(range(200)) and len(held) == 0
+    assert torch.equal(generator.get_state(), state)
+
+
+def test_shredder_with_the_acceptance_rule_keeps_the_defense_contract():
+    check_defense(Shredder, {"samples": 2, "epochs": 2, "accept": 0.5, "attempts": 3})
+
+
+def test_the_reproduction_config_is_the_authors_setting(registry):
+    """The shipped shredder-mnist config parses and plans without MNIST: their task, model, size,
+    noise, loss weight, learning rate and acceptance rule, and their CSV's SNR and accuracy range."""
+    from privbench.reproduce import Selection, load, plan_cells, validate
+    repro = load("shredder-mnist")
+    validate(repro, registry)
+    cells = plan_cells(repro, registry)
+    shredder = next(c for c in cells if c.defense.name == "shredder")
+    assert {k: shredder.dataset.params[k] for k in ("target", "arch", "resize")} == {
+        "target": "above5", "arch": "lenet5", "resize": 32}
+    assert {k: shredder.defense.params[k] for k in ("layer", "noise_init", "lam", "lr", "epochs", "accept",
+                                                    "accept_from")} == {
+        "layer": "auto", "noise_init": 40.0, "lam": 0.01, "lr": 0.001, "epochs": 40, "accept": 0.95,
+        "accept_from": 27}
+    bounds = {row.metric: (row.spec.get("above"), row.spec.get("below")) for row in repro.rows
+              if row.metric in ("defense.snr", "utility.accuracy")}
+    assert bounds == {"defense.snr": (0.00016, 0.0004), "utility.accuracy": (0.948, None)}
+    assert len(plan_cells(repro, registry, Selection(quick=True))) == len(cells)
+
+
 def test_the_contrastive_term_is_same_label_distance_minus_different_label_distance():
     z = torch.tensor([[0.0, 0.0], [1.0, 1.0], [2.0, 0.0]])
     z_pair = torch.tensor([[1.0, 0.0], [1.0, 3.0], [0.0, 0.0]])
