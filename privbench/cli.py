@@ -169,9 +169,10 @@ def matrix(config_file, datasets, defenses, attacks, seeds, db, device, cache_di
            timeline, dry_run, cell_timeout, trust_plugins) -> None:
     """Run the defense x attack matrix and store every cell."""
     from privbench.forkserver import start_fork_server
-    if not trust_plugins:
+    if not trust_plugins or executor == "process":
         # before this process imports torch: the fork server (the parties' zygote, the process
-        # executor's workers) imports it meanwhile
+        # executor's workers) imports it meanwhile; a trusted local run needs none (a trusted
+        # process run started it late, and its workers' first job waited 5 s longer)
         start_fork_server()
     from privbench.matrix import MatrixConfig, entries_from_config, parse_seeds, read_config_file
     from privbench.params import parse_spec
