@@ -203,17 +203,23 @@ def busy_text(shares: list[float] | None) -> str:
     return "   GPU busy " + " / ".join(f"{100 * share:.0f} %" for share in shares)
 
 
+def fresh_home(workdir: Path) -> dict[str, str]:
+    """The environment of a timed privbench process: its own PRIVBENCH_HOME under ``workdir`` (so
+    nothing is cached before it) and wide lines."""
+    return {**os.environ, "PRIVBENCH_HOME": str(workdir / "home"), "COLUMNS": "200"}
+
+
 def timed_matrix(workdir: Path, args: list[str]) -> MatrixRun:
     """One ``privbench matrix`` process run in ``workdir``, timed, with its job timeline."""
     workdir.mkdir(parents=True, exist_ok=True)
     timeline = workdir / "timeline.jsonl"
-    env = {**os.environ, "PRIVBENCH_HOME": str(workdir / "home"), "COLUMNS": "200"}
+    env = fresh_home(workdir)
     launched, started = time.time(), time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "privbench", "matrix", "--quiet",
                                 "--timeline", str(timeline), *args],
                                cwd=workdir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True)
-    sampler, busy = PeakMemory(process.pid), GpuBusy() if "cuda" in args else None
+    sampler, busy = PeakMemory(process.pid), GpuBusy() if any(a.startswith("cuda") for a in args) else None
     for thread in (sampler, busy):
         if thread is not None:
             thread.start()
@@ -237,7 +243,7 @@ def timed_reproduction(workdir: Path, name: str, data_dir: str, device: str) -> 
     """Wall seconds and GPU busy share of ``privbench reproduce NAME`` on real data under
     ``data_dir``, from an empty PRIVBENCH_HOME (the target model is trained in the run)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PRIVBENCH_HOME": str(workdir / "home"), "COLUMNS": "200"}
+    env = fresh_home(workdir)
     busy = GpuBusy()
     busy.start()
     started = time.perf_counter()
@@ -256,7 +262,7 @@ def dry_run_estimate(workdir: Path, args: list[str]) -> float:
     """The seconds ``privbench matrix --dry-run`` estimates for ``args`` in an empty store (its cost
     hints at their calibrated seconds per unit)."""
     workdir.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "PRIVBENCH_HOME": str(workdir / "home"), "COLUMNS": "200"}
+    env = fresh_home(workdir)
     shown = subprocess.run([sys.executable, "-m", "privbench", "matrix", "--dry-run", *args], cwd=workdir,
                            env=env, capture_output=True, text=True, check=True).stdout
     minutes = re.search(r"estimated time for the pending cells: about ([0-9.]+) min", shown)
@@ -526,7 +532,8 @@ def main() -> None:
                                            options.device) if options.mnist else None)
     costs = encode_costs("cuda" if options.device == "cuda" else "cpu")
     local, process = median(r.seconds for r in local_runs), median(r.seconds for r in process_runs)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    from privbench.devices import host_cores
+    cores = host_cores()
     print(f"machine: {platform.node()}, {cores} CPU cores, Python {platform.python_version()}, "
           f"device {options.device}")
     print(f"local run:   {local_runs[0].closing_line}")

@@ -107,6 +107,7 @@ from privbench.api import (
     Protection,
     SplitEncoder,
     SplitFeatureDefense,
+    apply,
     batches,
     hookimpl,
     layer_problem,
@@ -258,34 +259,43 @@ class Shredder(SplitFeatureDefense):
         device = owner.device
         client.to(device)
         server.to(device)
-        with torch.no_grad():  # f1 is frozen: its features are computed once
-            features = torch.cat([client(owner.images[index].to(device))
-                                  for index in batches(len(owner.images), 512, False)])
+        features = apply(client, owner.images, owner).to(device)  # f1 is frozen: computed once
         collection = ShredderCollection(self.samples, shape).to(device)
         generator = torch.Generator().manual_seed(owner.seed)
         scale = self.noise_init * float(features.pow(2).mean().sqrt())
         labels = owner.labels().to(device)
         train, held = self.held_out(len(features), generator)
-        runs = max(self.attempts, self.samples) if self.accept else self.samples
-        kept: list[tuple[bool, float, int, NoiseLayer]] = []
+        train_features, train_labels = features[train], labels[train]
+        held_data = (features[held], labels[held]) if self.accept else None
+        attempts = max(self.attempts, self.samples) if self.accept else self.samples
+        runs: list[tuple[float, NoiseLayer]] = []  # (held-out accuracy, trained layer) per run
         with one_torch_thread(), owner.progress.task(
                 f"shredder: {self.samples} noise samples at {self.cut(owner.facts.arch)}"
-                + (f", accepted above {self.accept:g} of at most {runs} runs" if self.accept else ""),
-                total=runs) as advance:
-            for run in range(runs):
+                + (f", accepted above {self.accept:g} of at most {attempts} runs" if self.accept else ""),
+                total=attempts) as advance:
+            for _ in range(attempts):
                 layer, accuracy = self.trained_sample(NoiseLayer(shape, scale, generator).to(device), server,
-                                                      features[train], labels[train], generator,
-                                                      (features[held], labels[held]) if self.accept else None)
-                kept.append((accuracy > self.accept if self.accept else True,
-                             accuracy if self.accept else 0.0, -run, layer))
+                                                      train_features, train_labels, generator, held_data)
+                runs.append((accuracy, layer))
                 advance()
-                if sum(accepted for accepted, *_ in kept) >= self.samples:
+                if sum(self.passes(accuracy) for accuracy, _ in runs) >= self.samples:
                     break
-        # accepted runs first, then the best held-out accuracy, then the earlier run
-        for k, (*_, layer) in enumerate(sorted(kept, key=lambda entry: entry[:3], reverse=True)[:self.samples]):
+        for k, layer in enumerate(self.kept(runs)):
             collection.noises[k] = layer.noise.detach()
             collection.weights[k] = layer.weight.detach()
         return Protection(encoder=SplitEncoder(client, collection).eval().cpu(), server=server.cpu())
+
+    def passes(self, accuracy: float) -> bool:
+        """Whether a run with this held-out accuracy is accepted (every run without ``accept``)."""
+        return not self.accept or accuracy > self.accept
+
+    def kept(self, runs: list[tuple[float, NoiseLayer]]) -> list[NoiseLayer]:
+        """The ``samples`` runs the collection stores: without ``accept`` every run in training order;
+        else the accepted runs first, then the best held-out accuracy, then the earlier run."""
+        if not self.accept:
+            return [layer for _, layer in runs]
+        order = sorted(range(len(runs)), key=lambda i: (self.passes(runs[i][0]), runs[i][0], -i), reverse=True)
+        return [runs[i][1] for i in order[:self.samples]]
 
     def held_out(self, count: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """(training indices, held-out indices): every image and none without ``accept``; else a

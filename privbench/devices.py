@@ -60,6 +60,11 @@ def gpu_workers(free_bytes: Sequence[int], cores: int) -> int:
     return sum(max(1, min(free // WORKER_GPU_BYTES, fed)) for free in free_bytes)
 
 
+def default_workers(cuda: bool, free_bytes: Sequence[int], cores: int) -> int:
+    """Workers when ``--workers`` is not given: ``gpu_workers`` on a GPU, else one per core."""
+    return gpu_workers(free_bytes, cores) if cuda else cores
+
+
 def visible_gpu_memory(device: str = "cuda") -> list[int]:
     """Free bytes on each GPU the run's ``device`` uses: every one torch sees for ``cuda``, the named
     one for ``cuda:N``; empty without CUDA."""
@@ -82,7 +87,7 @@ def worker_device(device: str, worker_number: int, gpus: int) -> str:
 def describe_workers(device: str, workers: int | None, free_bytes: Sequence[int], cores: int) -> str:
     """The dry run's line on ``--executor process``: how many workers, their threads and GPUs."""
     cuda = device.split(":", 1)[0] == "cuda"
-    count = workers or (gpu_workers(free_bytes, cores) if cuda else cores)
+    count = workers or default_workers(cuda, free_bytes, cores)
     origin = "--workers" if workers else ("the GPUs' free memory and the host's cores" if cuda
                                           else "the host's cores")
     threads = threads_per_process(count, cuda=cuda, cores=cores)

@@ -97,12 +97,11 @@ def executor_line(executor: str, workers: int | None, device: str) -> str:
     from privbench.devices import describe_workers, host_cores, visible_gpu_memory
     if executor != "process":
         return f"executor: {executor}"
-    on_gpu = device.split(":", 1)[0] in ("cuda", "auto")
-    free = visible_gpu_memory("cuda" if device == "auto" else device) if on_gpu else []
+    wanted = "cuda" if device == "auto" else device
+    free = visible_gpu_memory(wanted) if wanted.startswith("cuda") else []
     if device.startswith("cuda") and not free:
         return f"executor: process; --device {device} but torch sees no GPU here (the run would stop)"
-    resolved = "cuda" if free and device == "auto" else ("cpu" if device == "auto" else device)
-    return describe_workers(resolved, workers, free, host_cores())
+    return describe_workers(wanted if free else "cpu", workers, free, host_cores())
 
 
 def describe(registry, config: MatrixConfig, db: str, executor: str | None = None) -> list[str]:

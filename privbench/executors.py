@@ -31,7 +31,7 @@ import heapq
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures.process import BrokenProcessPool
 
-from privbench.devices import RAY_CELL_GPU_SHARE, gpu_workers, host_cores, threads_per_process, visible_gpu_memory
+from privbench.devices import RAY_CELL_GPU_SHARE, default_workers, host_cores, threads_per_process, visible_gpu_memory
 from privbench.errors import PrivbenchError
 from privbench.forkserver import is_cuda, process_context
 from privbench.harness import Harness, WorkerSettings, failed_job, run_job_in_this_process, warm_up
@@ -237,12 +237,10 @@ def ray_gpu_share(job: Job) -> float:
     return RAY_CELL_GPU_SHARE if job.stage == "cell" else 1.0
 
 
-def default_workers(device: str) -> int:
-    """Workers when ``--workers`` is not given: the host's cores, or on a GPU what the GPUs' free
-    memory and the host's cores allow (``privbench.devices.gpu_workers``)."""
-    if is_cuda(device):
-        return gpu_workers(visible_gpu_memory(device), host_cores())
-    return host_cores()
+def workers_for(device: str) -> int:
+    """Workers when ``--workers`` is not given, for this machine (``privbench.devices.default_workers``)."""
+    cuda = is_cuda(device)
+    return default_workers(cuda, visible_gpu_memory(device) if cuda else [], host_cores())
 
 
 def make_executor(name: str, worker: Harness, *, workers: int | None = None,
@@ -259,7 +257,7 @@ def make_executor(name: str, worker: Harness, *, workers: int | None = None,
             import torch
             torch.set_num_threads(threads or threads_per_process(1, cuda=True))
         return LocalExecutor(worker)
-    count = workers or default_workers(device)
+    count = workers or workers_for(device)
     settings = WorkerSettings.of(worker.ctx, threads or threads_per_process(count, cuda=is_cuda(device)))
     if name == "process":
         return ProcessExecutor(settings, count, worker.ctx.secret)

@@ -42,22 +42,25 @@ def _preload_all() -> dict[str, str]:
     return preload(modules)
 
 
-def exit_fast_in_fork_server(frame=None) -> bool:
+def exit_fast_in_fork_server() -> bool:
     """Where the caller is multiprocessing's fork server (its ``main`` imports this module), end
-    that process with ``os._exit(0)`` after its exit handlers instead of tearing the interpreter
-    down: with torch imported the teardown took 1.3 s, which a run then waited for at its own exit
+    that process with ``os._exit(0)`` at exit instead of tearing the interpreter down: with torch
+    imported the teardown took 1.3 s, which a run then waited for at its own exit
     (``privbench.forkserver.stop_fork_server``) and a log pipe the server holds stayed open as long.
-    The server holds no file or buffer to flush; the processes it forks end with ``os._exit``
-    already. Returns whether it did."""
-    frame = frame or sys._getframe(1)
+    Called before the preload, so the exit handlers of the modules it imports (registered later)
+    run first; multiprocessing's own, registered before, is skipped (the server starts no
+    ``multiprocessing.Process`` of its own: it forks with ``os.fork``). The
+    server holds no file or buffer to flush; the processes it forks end with ``os._exit`` already.
+    Returns whether it did."""
     suffix = os.path.join("multiprocessing", "forkserver.py")
+    frame = sys._getframe(1)
     while frame is not None:
         if frame.f_code.co_name == "main" and frame.f_code.co_filename.endswith(suffix):
-            atexit.register(os._exit, 0)  # registered first, so it runs after every other handler
+            atexit.register(os._exit, 0)
             return True
         frame = frame.f_back
     return False
 
 
-FAILED: dict[str, str] = _preload_all()
 exit_fast_in_fork_server()
+FAILED: dict[str, str] = _preload_all()

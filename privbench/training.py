@@ -62,8 +62,8 @@ def batches(count: int, batch_size: int, shuffle: bool, generator: torch.Generat
 def shuffled_epochs(ctx, count: int, *, epochs: int, batch_size: int, description: str):
     """The loop of every training in privbench: for each of ``epochs`` epochs, an iterator over
     shuffled batches of the indices 0 .. count - 1 (one generator, seeded from ``ctx.seed``, draws
-    every epoch's order), with one progress step when the caller has consumed the epoch. Index
-    tensors made ``resident`` on the party's device before the loop."""
+    every epoch's order), with one progress step when the caller has consumed the epoch. The
+    caller indexes tensors it made ``resident`` on its device before the loop."""
     generator = torch.Generator().manual_seed(ctx.seed)
     with ctx.progress.task(description, total=epochs) as advance:
         for _ in range(epochs):

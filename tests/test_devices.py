@@ -68,8 +68,8 @@ def test_pool_initializer_numbers_workers_and_gives_each_its_gpu(monkeypatch):
 def test_process_executor_on_a_gpu_takes_its_worker_count_from_the_gpus(monkeypatch):
     monkeypatch.setattr(executors, "visible_gpu_memory", lambda device="cuda": [40 * GIB])
     monkeypatch.setattr(executors, "host_cores", lambda: 12)
-    assert executors.default_workers("cuda") == 12 // GPU_HOST_THREADS
-    assert executors.default_workers("cpu") == 12
+    assert executors.workers_for("cuda") == 12 // GPU_HOST_THREADS
+    assert executors.workers_for("cpu") == 12
 
 
 def test_ray_asks_for_a_whole_gpu_to_train_and_a_share_to_run_a_cell():
