@@ -203,6 +203,13 @@ def busy_text(shares: list[float] | None) -> str:
     return "   GPU busy " + " / ".join(f"{100 * share:.0f} %" for share in shares)
 
 
+def measured(label: str, seconds: float, busy: list[float] | None = None, detail: str = "") -> None:
+    """One figure as soon as it is measured (standard error, flushed): a run stopped at a time limit
+    still leaves the figures it reached (the summary below is printed only at the end)."""
+    extra = f"   {detail}" if detail else ""
+    print(f"measured: {label}: {seconds:.1f} s{busy_text(busy)}{extra}", file=sys.stderr, flush=True)
+
+
 def fresh_home(workdir: Path) -> dict[str, str]:
     """The environment of a timed privbench process: its own PRIVBENCH_HOME under ``workdir`` (so
     nothing is cached before it) and wide lines."""
@@ -255,6 +262,8 @@ def timed_reproduction(workdir: Path, name: str, data_dir: str, device: str) -> 
     busy.join()
     if shown.returncode not in (0, 1):  # 1: some row did not hold, still a finished run
         raise SystemExit(f"privbench reproduce {name} exited {shown.returncode}:\n{shown.stderr}")
+    outcome = shown.stdout.strip().splitlines()[-1:] or [""]
+    measured(f"reproduce {name}", seconds, busy.share(), outcome[0])
     return seconds, busy.share()
 
 
@@ -523,8 +532,12 @@ def main() -> None:
         estimate = dry_run_estimate(Path(tmp) / "dry-run", common)
         for attempt in range(options.repeat):
             local_runs.append(timed_matrix(Path(tmp) / f"local-{attempt}", common))
+            measured(f"default matrix, local, run {attempt + 1}", local_runs[-1].seconds, local_runs[-1].gpu_busy)
             process_runs.append(timed_matrix(Path(tmp) / f"process-{attempt}", process_args))
+            measured(f"default matrix, process, run {attempt + 1}", process_runs[-1].seconds,
+                     process_runs[-1].gpu_busy)
         rerun = timed_matrix(Path(tmp) / "local-0", common)
+        measured("default matrix, local, cached rerun", rerun.seconds, rerun.gpu_busy)
         workers = options.workers or started_workers(process_runs[-1])
         split = (measure_split(Path(tmp), common, local_runs[-1], process_runs[-1], workers)
                  if options.split else None)

@@ -70,3 +70,26 @@ def test_gpu_busy_share_is_read_from_nvidia_smi_lines_per_gpu(bench):
     assert sampler.share() == pytest.approx([0.7, 0.2])
     assert bench.GpuBusy().share() == []  # no samples (no nvidia-smi): no figure
     assert bench.busy_text([0.7, 0.2]) == "   GPU busy 70 % / 20 %" and bench.busy_text(None) == ""
+
+
+def test_each_figure_is_printed_as_soon_as_it_is_measured(bench, capsys):
+    bench.measured("reproduce he2019-mnist", 38.04, [0.62], "he2019-mnist: 44 of 44 checked rows hold")
+    bench.measured("default matrix, local, run 1", 12.0)
+    printed = capsys.readouterr()
+    assert printed.out == ""  # the summary owns standard output
+    assert printed.err.splitlines() == [
+        "measured: reproduce he2019-mnist: 38.0 s   GPU busy 62 %   he2019-mnist: 44 of 44 checked rows hold",
+        "measured: default matrix, local, run 1: 12.0 s",
+    ]
+
+
+def test_the_gpu_check_scripts_parse_and_the_preparation_names_a_missing_folder(tmp_path):
+    import subprocess
+    scripts = Path(__file__).resolve().parents[1] / "benchmarks"
+    for script in ("gpu_check.sh", "prepare_gpu_check.sh"):
+        assert subprocess.run(["bash", "-n", str(scripts / script)]).returncode == 0, script
+    shown = subprocess.run(["bash", str(scripts / "prepare_gpu_check.sh"), str(tmp_path)], cwd=tmp_path,
+                           capture_output=True, text=True)
+    assert shown.returncode == 2
+    assert shown.stderr.strip() == (f"prepare_gpu_check: {tmp_path}/MNIST/raw/train-images-idx3-ubyte is missing "
+                                    "(expected torchvision's MNIST idx files)")
