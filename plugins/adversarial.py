@@ -228,27 +228,28 @@ class Adversarial(SplitFeatureDefense):
         networks.eval()
 
     def adversary_step(self, client: nn.Module, adversaries: ProxyAdversaries,
-                       optimizer: torch.optim.Optimizer, x: torch.Tensor, secret: torch.Tensor) -> float:
-        """The adversaries minimise their own losses on z = f1(x), detached from the client."""
+                       optimizer: torch.optim.Optimizer, x: torch.Tensor, secret: torch.Tensor) -> torch.Tensor:
+        """The adversaries minimise their own losses on z = f1(x), detached from the client. Returns
+        the loss before the step, a detached 0-d tensor (no host sync per step on a GPU)."""
         with torch.no_grad():
             z = client(x)
         loss = self.adversary_loss(adversaries, z, x, secret)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return float(loss.detach())
+        return loss.detach()
 
     def client_step(self, client: nn.Module, server: nn.Module, adversaries: ProxyAdversaries,
                     optimizer: torch.optim.Optimizer, x: torch.Tensor, y: torch.Tensor,
-                    prior: torch.Tensor | None) -> float:
+                    prior: torch.Tensor | None) -> torch.Tensor:
         """f1 and f2 minimise CE(f2(z), y) + the privacy term against the current adversaries (only
-        the client's and server's parameters step)."""
+        the client's and server's parameters step). Returns the loss before the step, detached."""
         z = client(x)
         loss = nn.functional.cross_entropy(server(z), y) + self.privacy_loss(adversaries, z, x, prior)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return float(loss.detach())
+        return loss.detach()
 
 
 @hookimpl

@@ -230,10 +230,11 @@ class Disco(SplitFeatureDefense):
 
     def step(self, encoder: ObfuscatedClient, server: nn.Module, adversary: nn.Module,
              optimizers: dict[str, torch.optim.Optimizer], x: torch.Tensor, y: torch.Tensor,
-             secret: torch.Tensor) -> tuple[float, float]:
+             secret: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """One batch of DISCO's game: each player's gradient of its own objective from one forward
         pass, then the client and server step, the pruner, the adversary (the authors' order).
-        Returns (L_task, L_adv) before the steps."""
+        Returns (L_task, L_adv) before the steps, detached 0-d tensors (no host sync per step on
+        a GPU)."""
         sent = encoder(x)
         task_loss = nn.functional.cross_entropy(server(sent), y)
         adversary_loss = self.adversary_loss(adversary, sent, x, secret)
@@ -249,7 +250,7 @@ class Disco(SplitFeatureDefense):
         set_grads(attacker, attacker_grads)                                      # min L_adv
         for name in ("service", "pruner", "adversary"):
             optimizers[name].step()
-        return float(task_loss.detach()), float(adversary_loss.detach())
+        return task_loss.detach(), adversary_loss.detach()
 
     # -- evaluation ---------------------------------------------------------------------------------
 
