@@ -216,8 +216,9 @@ def fresh_home(workdir: Path) -> dict[str, str]:
     return {**os.environ, "PRIVBENCH_HOME": str(workdir / "home"), "COLUMNS": "200"}
 
 
-def timed_matrix(workdir: Path, args: list[str]) -> MatrixRun:
-    """One ``privbench matrix`` process run in ``workdir``, timed, with its job timeline."""
+def timed_matrix(workdir: Path, args: list[str], label: str) -> MatrixRun:
+    """One ``privbench matrix`` process run in ``workdir``, timed, with its job timeline; its time
+    is reported at once under ``label`` (``measured``)."""
     workdir.mkdir(parents=True, exist_ok=True)
     timeline = workdir / "timeline.jsonl"
     env = fresh_home(workdir)
@@ -239,11 +240,13 @@ def timed_matrix(workdir: Path, args: list[str]) -> MatrixRun:
             thread.join()
     if process.returncode not in (0, 1):  # 1: some cell failed, still a finished run
         raise SystemExit(f"privbench matrix {' '.join(args)} exited {process.returncode}:\n{stderr}")
+    share = busy.share() if busy is not None else None
+    measured(label, seconds, share)
     lines = [json.loads(line) for line in timeline.read_text().splitlines()]
     jobs = [line for line in lines if "stage" in line and "started" in line]
     summary = [line for line in stdout.splitlines() if re.match(r"\d+ cells?: ", line)]
     return MatrixRun(seconds, sampler.peak, (summary or stdout.strip().splitlines())[-1], jobs, launched,
-                     exited, busy.share() if busy is not None else None)
+                     exited, share)
 
 
 def timed_reproduction(workdir: Path, name: str, data_dir: str, device: str) -> tuple[float, list[float]]:
@@ -262,9 +265,10 @@ def timed_reproduction(workdir: Path, name: str, data_dir: str, device: str) -> 
     busy.join()
     if shown.returncode not in (0, 1):  # 1: some row did not hold, still a finished run
         raise SystemExit(f"privbench reproduce {name} exited {shown.returncode}:\n{shown.stderr}")
+    share = busy.share()
     outcome = shown.stdout.strip().splitlines()[-1:] or [""]
-    measured(f"reproduce {name}", seconds, busy.share(), outcome[0])
-    return seconds, busy.share()
+    measured(f"reproduce {name}", seconds, share, outcome[0])
+    return seconds, share
 
 
 def dry_run_estimate(workdir: Path, args: list[str]) -> float:
@@ -343,7 +347,7 @@ def inverse_network_cell(data_dir: str, device: str) -> None:
     with tempfile.TemporaryDirectory(prefix="privbench-bench-") as tmp:
         db = Path(tmp) / "inverse.db"
         run = timed_matrix(Path(tmp), ["--device", device, "--data-dir", data_dir,
-                                       "--db", str(db), *INVERSE_NETWORK_CELL])
+                                       "--db", str(db), *INVERSE_NETWORK_CELL], "inverse-network cell")
         seconds, peak = run.seconds, run.peak
         shown = subprocess.run([sys.executable, "-m", "privbench", "results", "--db", str(db),
                                 "--cells", "--format", "json"], capture_output=True, text=True,
@@ -472,9 +476,11 @@ def measure_split(tmp: Path, common: list[str], local: MatrixRun, process: Matri
     """Run the two narrow runs of ``--split`` (one each) beside the given local and process runs."""
     from privbench.devices import threads_per_process
     threads = threads_per_process(workers)  # what each worker of the process run gets
-    narrow = timed_matrix(tmp / "split-local", [*common, "--executor", "local", "--threads", str(threads)])
+    narrow = timed_matrix(tmp / "split-local", [*common, "--executor", "local", "--threads", str(threads)],
+                          f"default matrix, local, {threads} thread(s)")
     one = timed_matrix(tmp / "split-process", [*common, "--executor", "process", "--workers", "1",
-                                               "--threads", str(threads)])
+                                               "--threads", str(threads)],
+                       f"default matrix, process, 1 worker, {threads} thread(s)")
     return WorkSplit(local, narrow, one, process, workers, threads)
 
 
@@ -531,13 +537,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="privbench-bench-") as tmp:
         estimate = dry_run_estimate(Path(tmp) / "dry-run", common)
         for attempt in range(options.repeat):
-            local_runs.append(timed_matrix(Path(tmp) / f"local-{attempt}", common))
-            measured(f"default matrix, local, run {attempt + 1}", local_runs[-1].seconds, local_runs[-1].gpu_busy)
-            process_runs.append(timed_matrix(Path(tmp) / f"process-{attempt}", process_args))
-            measured(f"default matrix, process, run {attempt + 1}", process_runs[-1].seconds,
-                     process_runs[-1].gpu_busy)
-        rerun = timed_matrix(Path(tmp) / "local-0", common)
-        measured("default matrix, local, cached rerun", rerun.seconds, rerun.gpu_busy)
+            local_runs.append(timed_matrix(Path(tmp) / f"local-{attempt}", common,
+                                           f"default matrix, local, run {attempt + 1}"))
+            process_runs.append(timed_matrix(Path(tmp) / f"process-{attempt}", process_args,
+                                             f"default matrix, process, run {attempt + 1}"))
+        rerun = timed_matrix(Path(tmp) / "local-0", common, "default matrix, local, cached rerun")
         workers = options.workers or started_workers(process_runs[-1])
         split = (measure_split(Path(tmp), common, local_runs[-1], process_runs[-1], workers)
                  if options.split else None)
