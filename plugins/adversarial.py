@@ -219,7 +219,7 @@ class Adversarial(SplitFeatureDefense):
                                            owner.labels(facts.private_task))
         prior = class_prior(secrets.cpu(), facts.classes(facts.private_task)).to(device)
         for epoch in shuffled_epochs(owner, len(images), epochs=self.epochs or facts.target_epochs,
-                                     batch_size=self.batch_size,
+                                     batch_size=self.batch_size, device=device,
                                      description=f"adversarial: split at {self.layer}, {self.adversary} adversary"):
             for index in epoch:
                 x, y, s = images[index], labels[index], secrets[index]

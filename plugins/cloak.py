@@ -220,7 +220,7 @@ class Cloak(Defense):
         optimizer = torch.optim.Adam(encoder.parameters(), lr=self.lr)
         images, labels = resident(device, owner.images, owner.labels())
         for epoch in shuffled_epochs(owner, len(images), epochs=self.epochs, batch_size=self.batch_size,
-                                     description=f"cloak: noise (lambda {self.lam:g})"):
+                                     description=f"cloak: noise (lambda {self.lam:g})", device=device):
             for index in epoch:
                 x, y = images[index], labels[index]
                 loss = cloak_loss(server(encoder(x)), y, encoder.sigma(), self.lam)

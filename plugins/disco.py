@@ -222,7 +222,7 @@ class Disco(SplitFeatureDefense):
         description = (f"disco: split at {self.layer}, R {self.ratio:g}, alpha {self.alpha:g}, "
                        f"{self.adversary} adversary")
         for epoch in shuffled_epochs(owner, len(images), epochs=self.epochs or owner.facts.target_epochs,
-                                     batch_size=self.batch_size, description=description):
+                                     batch_size=self.batch_size, description=description, device=device):
             for index in epoch:
                 self.step(encoder, server, adversary, optimizers, images[index], labels[index],
                           secrets[index])

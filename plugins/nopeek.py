@@ -106,7 +106,7 @@ class NoPeek(SplitFeatureDefense):
         optimizer = adam(pair.parameters(), self.lr)
         images, labels = resident(device, owner.images, owner.labels())
         for epoch in shuffled_epochs(owner, len(images), epochs=self.epochs or owner.facts.target_epochs,
-                                     batch_size=self.batch_size,
+                                     batch_size=self.batch_size, device=device,
                                      description=f"nopeek: split at {self.layer}, alpha {self.alpha:g}"):
             for index in epoch:
                 x, y = images[index], labels[index]

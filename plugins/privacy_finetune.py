@@ -130,7 +130,9 @@ class CenterLossObjective(nn.Module):
         """c_j <- c_j - rate * sum_{y_i = j} (c_j - h_i) / (1 + n_j)   (Wen et al. eq. 4)."""
         centers = self.centers.to(flat.device)
         gap = torch.zeros_like(centers).index_add_(0, labels, centers[labels] - flat)
-        counts = torch.bincount(labels, minlength=len(centers)).to(flat.dtype)
+        # n_j by index_add_ rather than bincount, which on a GPU reads the labels' range back to the host
+        counts = torch.zeros(len(centers), dtype=flat.dtype, device=flat.device).index_add_(
+            0, labels, torch.ones_like(labels, dtype=flat.dtype))
         self.centers = centers - self.center_rate * gap / (1 + counts[:, None])
 
 

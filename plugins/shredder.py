@@ -111,6 +111,7 @@ from privbench.api import (
     batches,
     hookimpl,
     layer_problem,
+    module_device,
     one_torch_thread,
     param,
     split_model,
@@ -246,7 +247,8 @@ class Shredder(SplitFeatureDefense):
         """(f1, f2, shape of one activation at the cut), both halves frozen."""
         client, server = split_model(model, self.cut(facts.arch), facts.arch, owner=self.name)
         with torch.no_grad():
-            shape = tuple(client.eval()(torch.zeros(1, *facts.image_shape)).shape[1:])
+            blank = torch.zeros(1, *facts.image_shape, device=module_device(client))
+            shape = tuple(client.eval()(blank).shape[1:])
         return frozen(client), frozen(server), shape
 
     def build(self, facts) -> Protection:

@@ -147,7 +147,7 @@ class Siamese(SplitFeatureDefense):
         images, labels = resident(device, owner.images, owner.labels())
         description = f"siamese: split at {self.layer}, alpha {self.alpha:g}, margin {margin:.3g}"
         for epoch in shuffled_epochs(owner, len(images), epochs=self.epochs or owner.facts.target_epochs,
-                                     batch_size=self.batch_size, description=description):
+                                     batch_size=self.batch_size, description=description, device=device):
             for index in epoch:
                 x, y = images[index], labels[index]
                 features = client(x)

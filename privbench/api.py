@@ -61,7 +61,7 @@ from privbench.inversion import (
     without_random_layers,
 )
 from privbench.metrics import MetricSpec, register_metric, ssim_per_image
-from privbench.models import Decoder, Normalize, classifier, feature_classifier, mlp
+from privbench.models import Decoder, Normalize, classifier, feature_classifier, mlp, module_device
 from privbench.params import param
 from privbench.saliency import grad_cam, saliency_iou
 from privbench.splitting import (
@@ -113,6 +113,6 @@ __all__ = [
     "without_random_layers",
     "tv_size_factor", "checked_tv_weight", "Normalize", "ssim_per_image", "layer_problem",
     "train_classifier", "train_decoder", "train_decoder_with_critic", "train_server_on_encoded", "shuffled_epochs",
-    "one_torch_thread", "resident", "eval_batch_size",
+    "one_torch_thread", "resident", "eval_batch_size", "module_device",
     "TITCOMBE_LAYERS", "blockwise", "distance_correlation", "rv_distance_correlation",
 ]

@@ -49,7 +49,9 @@ class LocalExecutor:
     workers = 1
 
     def __init__(self, worker: Harness) -> None:
+        import torch
         self.worker = worker
+        self.threads = torch.get_num_threads()  # its parties' too: the run's record of them
         self.current: Job | None = None
         self.on_change: Callable[[], None] = lambda: None  # set by the caller: refresh progress
 
@@ -83,6 +85,7 @@ class DispatchingExecutor:
 
     def __init__(self, settings: WorkerSettings, workers: int, secret: int | None = None) -> None:
         self.settings, self.workers = settings, workers
+        self.threads = settings.threads  # torch threads of each worker and its parties
         self.secret = secret  # the run secret travels with each job (never in a worker's settings)
         self.waiting: list[tuple[tuple, int, Job]] = []  # (priority, arrival, job)
         self.in_flight: dict = {}

@@ -39,7 +39,7 @@ def kernel_bandwidths(source: torch.Tensor, target: torch.Tensor,
     p = source + target (the zero diagonal counted, as DAN's and FORA's code do), without gradient."""
     pooled = torch.cat([source.flatten(1), target.flatten(1)]).detach()
     mean_squared = squared_distances(pooled, pooled).mean()
-    return torch.tensor(alphas, dtype=pooled.dtype, device=pooled.device) * mean_squared
+    return torch.stack([alpha * mean_squared for alpha in alphas])  # made on the device: no host copy
 
 
 def multi_kernel(squared: torch.Tensor, bandwidths: torch.Tensor) -> torch.Tensor:

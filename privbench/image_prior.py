@@ -176,7 +176,7 @@ def fresh_generator(image_shape: tuple[int, int, int], seed: int, *, levels: int
     stream = torch.Generator().manual_seed(seed)
     init_seed = int(torch.randint(2 ** 62, (), generator=stream))
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(init_seed)
+        torch.default_generator.manual_seed(init_seed)  # built on the CPU: a GPU's stream is left alone
         prior = ImagePrior(image_shape, levels=levels, width=width)
     u = torch.rand(prior.input_shape, generator=stream)
     return prior, u, stream

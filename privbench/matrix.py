@@ -178,7 +178,7 @@ class MatrixRunner:
         isolation = "trusted (--trust-plugins)" if self.ctx.trust_plugins else "process"
         run_id = self.store.start_run({"matrix": config.as_dict(), "argv": sys.argv,
                                        "executor": executor.name, "workers": executor.workers,
-                                       "isolation": isolation,
+                                       "torch_threads": executor.threads, "isolation": isolation,
                                        "cell_timeout": self.ctx.cell_timeout},
                                       versions(self.registry), platform.node())
         if self.timeline:

@@ -13,6 +13,7 @@ network of Titcombe et al. 2021 (NoPeek's MNIST evaluation), cut after its ``tan
 
 from __future__ import annotations
 
+import itertools
 from collections import OrderedDict
 
 import torch
@@ -38,6 +39,13 @@ class ChannelNormalize(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
+
+
+def module_device(module: nn.Module) -> torch.device:
+    """Where ``module``'s state lives: the device of its first parameter, else of its first buffer
+    (a parameter-free client such as a per-channel normalisation), else the CPU."""
+    state = next(itertools.chain(module.parameters(), module.buffers()), None)
+    return state.device if state is not None else torch.device("cpu")
 
 
 def flat_size(layers: nn.Module, shape: tuple[int, ...]) -> int:

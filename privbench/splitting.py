@@ -22,6 +22,7 @@ from torch import nn
 
 from privbench.core import Defense
 from privbench.errors import PrivbenchError
+from privbench.models import module_device
 from privbench.params import param
 
 LENET_LAYERS = ("normalize", "conv1", "relu1", "pool1", "conv2", "relu2", "pool2", "flatten", "fc1",
@@ -170,10 +171,8 @@ class SplitEncoder(nn.Module):
 
 def feature_size(encoder: nn.Module, image_shape: tuple[int, ...]) -> int:
     """How many values per image the client sends to the server (a dry run on one blank image)."""
-    parameter = next(encoder.parameters(), None)
-    device = parameter.device if parameter is not None else torch.device("cpu")
     with torch.no_grad():
-        return int(encoder.eval()(torch.zeros(1, *image_shape, device=device)).numel())
+        return int(encoder.eval()(torch.zeros(1, *image_shape, device=module_device(encoder))).numel())
 
 
 # --- the declarations every defense that sends f1(x) shares ---------------------------------------

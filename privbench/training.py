@@ -50,24 +50,31 @@ def resident(device: torch.device | str, *tensors: torch.Tensor) -> tuple[torch.
     return tuple(tensor.to(device) for tensor in tensors)
 
 
-def batches(count: int, batch_size: int, shuffle: bool, generator: torch.Generator | None = None):
-    """CPU index tensors of consecutive batches of 0 .. count - 1, in a random order drawn from
-    ``generator`` when ``shuffle`` (the same order on every device; a CPU index also indexes a
-    tensor ``resident`` on a GPU)."""
+def batches(count: int, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
+            device: torch.device | str | None = None):
+    """Index tensors of consecutive batches of 0 .. count - 1, in a random order drawn from
+    ``generator`` when ``shuffle`` (drawn on the CPU: the same order on every device). The indices
+    are CPU tensors, which index a tensor ``resident`` on a GPU too, at the price of a copy to the
+    GPU that waits for it at every batch; ``device`` moves the whole order there once instead, for a
+    loop that indexes only tensors on that device (on the CPU it changes nothing)."""
     order = torch.randperm(count, generator=generator) if shuffle else torch.arange(count)
+    if device is not None:
+        order = order.to(device)
     for start in range(0, count, batch_size):
         yield order[start:start + batch_size]
 
 
-def shuffled_epochs(ctx, count: int, *, epochs: int, batch_size: int, description: str):
+def shuffled_epochs(ctx, count: int, *, epochs: int, batch_size: int, description: str,
+                    device: torch.device | str | None = None):
     """The loop of every training in privbench: for each of ``epochs`` epochs, an iterator over
     shuffled batches of the indices 0 .. count - 1 (one generator, seeded from ``ctx.seed``, draws
     every epoch's order), with one progress step when the caller has consumed the epoch. The
-    caller indexes tensors it made ``resident`` on its device before the loop."""
+    caller indexes tensors it made ``resident`` on its device before the loop; ``device`` as in
+    ``batches``."""
     generator = torch.Generator().manual_seed(ctx.seed)
     with ctx.progress.task(description, total=epochs) as advance:
         for _ in range(epochs):
-            yield batches(count, batch_size, True, generator)
+            yield batches(count, batch_size, True, generator, device)
             advance()
 
 
@@ -77,18 +84,21 @@ def fit(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, loss_fn: 
     """Minimise ``loss_fn(model(transform(x)), y)`` over (inputs, targets) with Adam.
 
     ``transform`` (e.g. a frozen encoder or a noise draw) is applied to each batch on the fly, so a
-    stochastic transform gives fresh randomness every epoch. ``halve_lr_every`` > 0 halves the
-    learning rate after every that many epochs (He et al.'s schedule).
+    stochastic transform gives fresh randomness every epoch; a module ``transform`` moves to the device
+    with ``model``. ``halve_lr_every`` > 0 halves the learning rate after every that many epochs (He et
+    al.'s schedule).
     """
     device = ctx.device
     model.to(device).train()
+    if isinstance(transform, nn.Module):
+        transform.to(device)  # its state (e.g. a blur kernel) sits where the batches it encodes do
     inputs, targets = resident(device, inputs, targets)
     optimizer = adam(model.parameters(), lr)
     schedule = (torch.optim.lr_scheduler.StepLR(optimizer, halve_lr_every, gamma=0.5)
                 if halve_lr_every > 0 else None)
     for epoch in shuffled_epochs(ctx, len(inputs), epochs=epochs, batch_size=batch_size,
-                                 description=description):
-        for index in epoch:
+                                 description=description, device=device):
+        for index in epoch:  # on the device: it indexes only the resident pair
             x, y = inputs[index], targets[index]
             if transform is not None:
                 with torch.no_grad():

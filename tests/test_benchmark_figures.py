@@ -93,3 +93,35 @@ def test_the_gpu_check_scripts_parse_and_the_preparation_names_a_missing_folder(
     assert shown.returncode == 2
     assert shown.stderr.strip() == (f"prepare_gpu_check: {tmp_path}/MNIST/raw/train-images-idx3-ubyte is missing "
                                     "(expected torchvision's MNIST idx files)")
+
+
+def test_a_defense_that_fails_to_encode_leaves_the_others_figures(bench, monkeypatch, capsys):
+    import privbench.plugins
+    import privbench.testing
+    real_registry, real_fitted = privbench.plugins.load_registry(), privbench.testing.FittedDefenses
+
+    class TwoDefenses:
+        def get(self, kind, name):
+            return real_registry.get(kind, name)
+
+        def all(self, kind):
+            return [real_registry.get("defense", name) for name in ("identity", "noise")]
+
+    class NoiseFails(real_fitted):
+        def protection(self, scenario, call):
+            if call.name == "noise":
+                raise RuntimeError("Expected all tensors to be on the same device")
+            return super().protection(scenario, call)
+
+    def small_digits(registry, dataset, ctx, make_scenario):  # one-epoch digits for every dataset
+        source = registry.get("dataset", "digits").cls.from_params({"target_epochs": 1, "limit": 400})
+        return make_scenario(source, source.load(ctx), 0)
+
+    monkeypatch.setattr(privbench.plugins, "load_registry", TwoDefenses)
+    monkeypatch.setattr(privbench.testing, "FittedDefenses", NoiseFails)
+    monkeypatch.setattr(bench, "_scenario", small_digits)
+    costs = bench.encode_costs("cpu")
+    assert set(costs["identity"]) == {"digits", "lfw-subset", "mnist-sized"}
+    assert all(cost >= 0 for cost in costs["identity"].values())
+    assert all(cost != cost for cost in costs["noise"].values())  # nan: not measured
+    assert "encode cost of noise on digits (cpu) failed: RuntimeError: Expected all" in capsys.readouterr().err

@@ -27,11 +27,11 @@ CONFIG = dict(datasets=[("digits", {"target_epochs": 10})],
 TOLERANCE = {"utility.accuracy": 0.05, "attack.ssim": 0.1, "attack.accuracy": 0.1}
 
 
-def run_on(device: str, tmp_path) -> dict:
+def run_on(device: str, tmp_path, config: dict = CONFIG) -> dict:
     store = Store(f"sqlite:///{tmp_path / device}.db")
     ctx = RunContext(device=torch.device(device), cache=ArtifactCache(tmp_path / f"cache-{device}"),
                      secret=KIT_SECRET)
-    report = MatrixRunner(_registry(), store, ctx).run(MatrixConfig(**CONFIG))
+    report = MatrixRunner(_registry(), store, ctx).run(MatrixConfig(**config))
     assert not report.failures, [f"{o.defense_spec} · {o.attack_spec}: {o.reason}" for o in report.failures]
     return {(c.defense_spec, c.attack_spec): {m.name: m.value for m in c.metrics}
             for c in store.cells() if c.status == "done"}
@@ -49,3 +49,12 @@ def test_a_small_matrix_on_cuda_finishes_and_agrees_with_the_cpu(tmp_path):
         for name, tolerance in TOLERANCE.items():
             if name in metrics:
                 assert on_gpu[cell][name] == pytest.approx(metrics[name], abs=tolerance), (cell, name)
+
+
+def test_every_defense_fits_encodes_and_serves_on_cuda(tmp_path):
+    """Each registered defense's fit, encoder and server on the GPU (one cheap attack each): blur's
+    and shredder's fits once failed there only."""
+    defenses = [(name, {}) for name in _registry().names("defense")]
+    config = dict(datasets=[("digits", {"target_epochs": 3})], defenses=defenses,
+                  attacks=[("attribute-inference", {"epochs": 2})], seeds=[0])
+    assert len(run_on("cuda", tmp_path, config)) == len(defenses)

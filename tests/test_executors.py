@@ -65,6 +65,8 @@ def test_process_executor_gives_the_local_numbers(local_run, registry, tmp_path)
     assert_same_numbers(comparable(local_run[0]), comparable(store))
     (run,) = store.runs()
     assert run.config["executor"] == "process" and run.config["workers"] == 2
+    # what the equal numbers rest on: both runs' processes summed with one torch thread
+    assert run.config["torch_threads"] == local_run[0].runs()[0].config["torch_threads"] == 1
 
 
 def test_ray_executor_gives_the_local_numbers(local_run, registry, tmp_path):

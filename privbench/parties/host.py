@@ -126,7 +126,7 @@ class TrustedParties:
             handlers: Handlers | None = None, progress=None) -> Any:
         channel = LocalChannel(handlers, progress if progress is not None else self.progress)
         try:
-            with torch.random.fork_rng(devices=[]):
+            with torch.random.fork_rng(devices=gpu_indices(self.device)):
                 return roles.run(role, request, channel, self.device)
         except SystemExit as exiting:  # a plugin's sys.exit fails its cell, not the run
             from privbench.parties.child import one_line
@@ -136,15 +136,24 @@ class TrustedParties:
         return TrustedEncoder(request, self.device, self.progress)
 
 
+def gpu_indices(device: torch.device) -> list[int]:
+    """The GPU whose global generator a party on ``device`` draws from (none on the CPU): what
+    ``torch.random.fork_rng`` must save besides the CPU's."""
+    if device.type != "cuda":
+        return []
+    return [device.index if device.index is not None else torch.cuda.current_device()]
+
+
 @contextlib.contextmanager
-def generators_restored():
-    """Python's, NumPy's and torch's global generators as they were, whatever runs inside."""
+def generators_restored(device: torch.device):
+    """Python's, NumPy's and torch's global generators (the CPU's and ``device``'s) as they were,
+    whatever runs inside."""
     import random
 
     import numpy as np
     python_state, numpy_state = random.getstate(), np.random.get_state()
     try:
-        with torch.random.fork_rng(devices=[]):
+        with torch.random.fork_rng(devices=gpu_indices(device)):
             yield
     finally:
         random.setstate(python_state)
@@ -167,7 +176,7 @@ class TrustedEncoder:
         from privbench.training import EVAL_BATCH_SIZE
         request = dataclasses.replace(self.request, seed=session_seed(self.request.seed, self.sessions))
         self.sessions += 1
-        with generators_restored():
+        with generators_restored(self.device):
             encoder = roles.Encoder(request, self.device, self.progress)
             seed_globals(request.seed)
             parts = [encoder.encode(images[start:start + EVAL_BATCH_SIZE].clone())

@@ -94,7 +94,7 @@ def rebuilt(defense, facts, device: torch.device, *, encoder_state=None, server_
             seed: int = 0) -> Protection:
     """The defense's modules from ``build`` (drawn from ``seed``) with the granted states loaded."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)  # build() draws on the CPU: a GPU's stream is left alone
         with guarded(f"defense '{defense.name}': build()"):
             protection = defense.build(facts)
     if encoder_state is not None:
