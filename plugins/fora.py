@@ -235,11 +235,12 @@ def feature_decoder(z_shape: tuple[int, ...], image_shape: tuple[int, ...], widt
 
 # -- training -------------------------------------------------------------------------------------------
 
-def endless_batches(count: int, batch_size: int, generator: torch.Generator):
+def endless_batches(count: int, batch_size: int, generator: torch.Generator, device: torch.device):
     """Index batches of exactly ``batch_size`` from shuffled passes over 0 .. count - 1, forever (the
-    last partial batch of a pass is dropped, as the authors' loaders restart)."""
+    last partial batch of a pass is dropped, as the authors' loaders restart). Each pass is drawn on
+    the CPU and moved to ``device`` once (on a GPU a CPU index would cross at every batch)."""
     while True:
-        order = torch.randperm(count, generator=generator)
+        order = torch.randperm(count, generator=generator).to(device)
         for start in range(0, count - batch_size + 1, batch_size):
             yield order[start:start + batch_size]
 
@@ -336,8 +337,8 @@ class Fora(Attack):
             net.to(device).train()
         optimisers = self.optimisers(nets)
         aux, observed = resident(device, aux, observed)
-        aux_batches = endless_batches(len(aux), batch, view.generator)
-        observed_batches = endless_batches(len(observed), batch, view.generator)
+        aux_batches = endless_batches(len(aux), batch, view.generator, device)
+        observed_batches = endless_batches(len(observed), batch, view.generator, device)
         description = f"fora: {self.iterations} iterations on {len(observed)} observed rows"
         with view.progress.task(description, total=self.iterations) as advance:
             for _ in range(self.iterations):

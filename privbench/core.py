@@ -108,8 +108,9 @@ class Defense(Plugin):
     attacker can have against this defense) and ``claims`` (the THREAT_MODELS under which the
     defense's paper claims protection) and implement ``build`` and ``fit``:
 
-    - ``build(facts)``: the protection's modules, untrained (a fresh key, fresh weights) from the
-      global random state the harness seeded. The harness uses it to rebuild a cached protection
+    - ``build(facts)``: the protection's modules, untrained (a fresh key, fresh weights), on the CPU
+      and drawn from the CPU's global random state the harness seeded (no GPU's: the harness moves
+      the modules to the run's device itself). The harness uses it to rebuild a cached protection
       before loading its state dicts, and to give an attacker with ``architecture`` access a fresh
       copy drawn from the attacker's own stream.
     - ``fit(owner)``: the fitted protection, from the owner's data only (never the test split).
