@@ -370,6 +370,7 @@ def encode_costs(device: str) -> dict[str, dict[str, float]]:
     from privbench.context import RunContext
     from privbench.datasets import make_scenario
     from privbench.harness import Harness
+    from privbench.parties.child import one_line
     from privbench.plugins import load_registry
     from privbench.testing import FittedDefenses, call_of
     registry = load_registry()
@@ -386,8 +387,7 @@ def encode_costs(device: str) -> dict[str, dict[str, float]]:
                 batch = batch.repeat(-(-BATCH // len(batch)), 1, 1, 1)[:BATCH]
                 cost = _time_encoder(encoder, batch)
             except Exception as error:  # one defense failing on this device leaves the others' figures
-                print(f"encode cost of {item.name} on {dataset} ({device}) failed: "
-                      f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+                print(f"encode cost of {item.name} on {dataset} ({device}) failed: {one_line(error)}",
                       file=sys.stderr, flush=True)
                 cost = float("nan")
             costs.setdefault(item.name, {})[dataset] = cost

@@ -73,6 +73,7 @@ from privbench.api import (
     mlp,
     param,
     resident,
+    sent_shape,
     shuffled_epochs,
     split_model,
     ssim_per_image,
@@ -203,9 +204,7 @@ class Adversarial(SplitFeatureDefense):
     def fit(self, owner) -> Protection:
         facts = owner.facts
         client, server = self.split(facts)
-        with torch.no_grad():
-            z_shape = tuple(client(torch.zeros(1, *facts.image_shape)).shape[1:])
-        adversaries = self.proxies(facts, z_shape)
+        adversaries = self.proxies(facts, sent_shape(client, facts.image_shape))
         self.train(client, server, adversaries, owner)
         return Protection(encoder=SplitEncoder(client).eval().cpu(), server=server.eval().cpu())
 

@@ -82,6 +82,7 @@ from privbench.api import (
     mlp,
     param,
     resident,
+    sent_shape,
     shuffled_epochs,
     split_model,
 )
@@ -135,12 +136,6 @@ class MaskOf(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder.pruner.mask(self.encoder.client(x))
-
-
-def sent_shape(client: nn.Module, image_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape of f1(x) for one image (a dry run)."""
-    with torch.no_grad():
-        return tuple(client.eval()(torch.zeros(1, *image_shape)).shape[1:])
 
 
 @dataclass

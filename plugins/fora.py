@@ -112,6 +112,7 @@ from privbench.api import (
     MetricSpec,
     NotApplicable,
     apply,
+    batches,
     critic_step,
     from_normalised,
     hookimpl,
@@ -237,12 +238,11 @@ def feature_decoder(z_shape: tuple[int, ...], image_shape: tuple[int, ...], widt
 
 def endless_batches(count: int, batch_size: int, generator: torch.Generator, device: torch.device):
     """Index batches of exactly ``batch_size`` from shuffled passes over 0 .. count - 1, forever (the
-    last partial batch of a pass is dropped, as the authors' loaders restart). Each pass is drawn on
-    the CPU and moved to ``device`` once (on a GPU a CPU index would cross at every batch)."""
+    last partial batch of a pass is dropped, as the authors' loaders restart). Each pass is one of
+    ``batches``: drawn on the CPU and moved to ``device`` once."""
     while True:
-        order = torch.randperm(count, generator=generator).to(device)
-        for start in range(0, count - batch_size + 1, batch_size):
-            yield order[start:start + batch_size]
+        yield from (index for index in batches(count, batch_size, True, generator, device)
+                    if len(index) == batch_size)
 
 
 @dataclass

@@ -111,9 +111,9 @@ from privbench.api import (
     batches,
     hookimpl,
     layer_problem,
-    module_device,
     one_torch_thread,
     param,
+    sent_shape,
     split_model,
 )
 
@@ -246,10 +246,7 @@ class Shredder(SplitFeatureDefense):
     def split(self, model: nn.Module, facts) -> tuple[nn.Module, nn.Module, tuple[int, ...]]:
         """(f1, f2, shape of one activation at the cut), both halves frozen."""
         client, server = split_model(model, self.cut(facts.arch), facts.arch, owner=self.name)
-        with torch.no_grad():
-            blank = torch.zeros(1, *facts.image_shape, device=module_device(client))
-            shape = tuple(client.eval()(blank).shape[1:])
-        return frozen(client), frozen(server), shape
+        return frozen(client), frozen(server), sent_shape(client, facts.image_shape)
 
     def build(self, facts) -> Protection:
         client, server, shape = self.split(facts.service_classifier(), facts)

@@ -80,6 +80,7 @@ from privbench.splitting import (
     feature_size,
     layer_names,
     layer_problem,
+    sent_shape,
     split_model,
 )
 from privbench.training import (
@@ -107,7 +108,7 @@ __all__ = [
     "FeaturePerturbation", "LENET5_LAYERS", "LENET_LAYERS", "LabelTask", "MetricSpec", "MirroredDecoder",
     "NOISES", "NotApplicable", "OwnerData", "PrivbenchError", "Protection", "RESNET18_LAYERS",
     "SplitEncoder", "SplitFeatureDefense", "THREAT_MODELS", "accuracy", "adam", "apply", "batches", "check_known_layer",
-    "classifier", "digit_task_labels", "feature_classifier", "feature_size", "fit", "grad_cam",
+    "classifier", "digit_task_labels", "feature_classifier", "feature_size", "sent_shape", "fit", "grad_cam",
     "hookimpl", "invert", "layer_names", "mlp", "param", "register_metric", "saliency_iou",
     "split_model", "total_variation", "OPTIMIZERS", "from_normalised", "to_normalised", "unsplit",
     "without_random_layers",

@@ -13,6 +13,7 @@ every call; ``SplitEncoder`` is f1 followed by its perturbation.
 from __future__ import annotations
 
 import copy
+import math
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import ClassVar
@@ -169,10 +170,16 @@ class SplitEncoder(nn.Module):
         return self.perturbation(self.client(x))
 
 
-def feature_size(encoder: nn.Module, image_shape: tuple[int, ...]) -> int:
-    """How many values per image the client sends to the server (a dry run on one blank image)."""
+def sent_shape(client: nn.Module, image_shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of what ``client`` sends for one image: a dry run on a blank image, made on the
+    device the client's state is on (the client is left in evaluation mode)."""
     with torch.no_grad():
-        return int(encoder.eval()(torch.zeros(1, *image_shape, device=module_device(encoder))).numel())
+        return tuple(client.eval()(torch.zeros(1, *image_shape, device=module_device(client))).shape[1:])
+
+
+def feature_size(encoder: nn.Module, image_shape: tuple[int, ...]) -> int:
+    """How many values per image the client sends to the server."""
+    return math.prod(sent_shape(encoder, image_shape))
 
 
 # --- the declarations every defense that sends f1(x) shares ---------------------------------------
